@@ -1,0 +1,223 @@
+//! Model -> YAML: the effective config, with every default written out.
+//!
+//! What `remora-proxy --print-config` and the admin `/config` page show, so that what a user
+//! reads is what runs. Loading the output gives the same model back.
+
+use crate::model::{self, HeaderValueMatch, HostMatch, LogTarget, PathMatch};
+use crate::raw::{self, ByteSize, DurationValue, Field, HeaderMap, Item, OneOrMany, SizeLimit};
+
+/// The config as YAML. Values that have a default are always written; optional features that
+/// are off (no admin listener, no header rewrites, no match conditions beyond `hosts`) are
+/// left out, because there is no value to show for them.
+pub(crate) fn to_yaml(config: &model::Config) -> String {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    // Indent list items under their key, as in the examples users copy from.
+    options.compact_list_indent = false;
+    // The raw types hold only strings, numbers, booleans, lists and string-keyed maps, which
+    // YAML can always represent.
+    serde_saphyr::to_string_with_options(&config_to_raw(config), options)
+        .expect("raw config always serializes")
+}
+
+pub(crate) fn config_to_raw(c: &model::Config) -> raw::Config {
+    raw::Config {
+        admin: c.admin.as_ref().map(|a| {
+            Item::new(raw::Admin {
+                address: some(a.address.to_string()),
+            })
+        }),
+        runtime: some(runtime(&c.runtime)),
+        access_log: some(access_log(&c.access_log)),
+        limits: some(limits(&c.limits)),
+        listeners: Some(list(&c.listeners, listener)),
+        clusters: Some(list(&c.clusters, cluster)),
+    }
+}
+
+fn some<T>(value: T) -> Field<T> {
+    Some(Item::new(value))
+}
+
+fn list<M, R>(items: &[M], convert: impl Fn(&M) -> R) -> raw::List<R> {
+    Item::new(items.iter().map(|m| Item::new(convert(m))).collect())
+}
+
+pub(crate) fn runtime(r: &model::Runtime) -> raw::Runtime {
+    raw::Runtime {
+        workers: some(r.workers),
+    }
+}
+
+pub(crate) fn access_log(a: &model::AccessLog) -> raw::AccessLog {
+    let path = match &a.target {
+        LogTarget::Stdout => "stdout".to_owned(),
+        LogTarget::Stderr => "stderr".to_owned(),
+        // A file literally named `stdout` must not read back as standard output.
+        LogTarget::File(p) if p.as_os_str() == "stdout" || p.as_os_str() == "stderr" => {
+            format!("./{}", p.display())
+        }
+        LogTarget::File(p) => p.display().to_string(),
+    };
+    raw::AccessLog {
+        enabled: some(a.enabled),
+        path: some(path),
+    }
+}
+
+pub(crate) fn limits(l: &model::Limits) -> raw::Limits {
+    raw::Limits {
+        max_request_header_bytes: some(ByteSize(l.max_request_header_bytes as u64)),
+        max_request_headers: some(l.max_request_headers),
+        max_uri_bytes: some(ByteSize(l.max_uri_bytes as u64)),
+        max_request_body_bytes: some(match l.max_request_body_bytes {
+            None => SizeLimit::Unlimited,
+            Some(n) => SizeLimit::Bytes(n),
+        }),
+        header_read_timeout: some(DurationValue(l.header_read_timeout)),
+        idle_timeout: some(DurationValue(l.idle_timeout)),
+    }
+}
+
+fn listener(l: &model::Listener) -> raw::Listener {
+    let (protocol, routes, cluster) = match &l.kind {
+        model::ListenerKind::Http { routes } => {
+            (raw::ListenerProtocol::Http, Some(list(routes, route)), None)
+        }
+        model::ListenerKind::Tcp { cluster } => {
+            (raw::ListenerProtocol::Tcp, None, some(cluster.clone()))
+        }
+    };
+    raw::Listener {
+        name: some(l.name.clone()),
+        address: some(l.address.to_string()),
+        protocol: some(protocol),
+        direction: some(match l.direction {
+            model::Direction::Inbound => raw::Direction::Inbound,
+            model::Direction::Outbound => raw::Direction::Outbound,
+        }),
+        routes,
+        cluster,
+    }
+}
+
+fn route(r: &model::Route) -> raw::Route {
+    let rewrite = |h: &model::HeaderRewrite| (!h.is_empty()).then(|| Item::new(header_rewrite(h)));
+    raw::Route {
+        name: some(r.name.clone()),
+        matches: some(route_match(&r.matches)),
+        cluster: None,
+        backends: Some(list(&r.backends, |b| raw::Backend {
+            cluster: some(b.cluster.clone()),
+            weight: some(b.weight),
+        })),
+        timeout: some(DurationValue(r.timeout)),
+        request_headers: rewrite(&r.request_headers),
+        response_headers: rewrite(&r.response_headers),
+    }
+}
+
+fn route_match(m: &model::RouteMatch) -> raw::RouteMatch {
+    let hosts: Vec<String> = if m.hosts.is_empty() {
+        vec!["*".to_owned()]
+    } else {
+        m.hosts
+            .iter()
+            .map(|h| match h {
+                HostMatch::Exact(host) => host.clone(),
+                HostMatch::Suffix(suffix) => format!("*{suffix}"),
+            })
+            .collect()
+    };
+    raw::RouteMatch {
+        hosts: Some(list(&hosts, String::clone)),
+        path: m.path.as_ref().map(|p| Item::new(path_match(p))),
+        method: m
+            .method
+            .as_ref()
+            .map(|method| Item::new(method.to_string())),
+        headers: (!m.headers.is_empty()).then(|| list(&m.headers, header_match)),
+    }
+}
+
+fn path_match(p: &PathMatch) -> raw::PathMatch {
+    let mut raw = raw::PathMatch {
+        exact: None,
+        prefix: None,
+        regex: None,
+    };
+    match p {
+        PathMatch::Exact(s) => raw.exact = some(s.clone()),
+        PathMatch::Prefix(s) => raw.prefix = some(s.clone()),
+        PathMatch::Regex(re) => raw.regex = some(unanchored(re)),
+    }
+    raw
+}
+
+fn header_match(h: &model::HeaderMatch) -> raw::HeaderMatch {
+    let mut raw = raw::HeaderMatch {
+        name: some(h.name.to_string()),
+        exact: None,
+        regex: None,
+        present: None,
+    };
+    match &h.value {
+        HeaderValueMatch::Exact(v) => raw.exact = some(value_text(v)),
+        HeaderValueMatch::Regex(re) => raw.regex = some(unanchored(re)),
+        HeaderValueMatch::Present => raw.present = some(true),
+    }
+    raw
+}
+
+/// The pattern as the user wrote it: validation wraps it in `^(?:...)$`.
+fn unanchored(re: &regex::Regex) -> String {
+    let s = re.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(s)
+        .to_owned()
+}
+
+/// Header values come from YAML strings, so they are UTF-8.
+fn value_text(v: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+fn header_rewrite(h: &model::HeaderRewrite) -> raw::HeaderRewrite {
+    let set = h
+        .set
+        .iter()
+        .map(|(n, v)| (Item::new(n.to_string()), Item::new(value_text(v))));
+    // Values added to one header are written as one list, in order.
+    let mut add: Vec<(String, Vec<Item<String>>)> = Vec::new();
+    for (name, value) in &h.add {
+        let value = Item::new(value_text(value));
+        match add.iter_mut().find(|(n, _)| n == name.as_str()) {
+            Some((_, values)) => values.push(value),
+            None => add.push((name.to_string(), vec![value])),
+        }
+    }
+    let add = add
+        .into_iter()
+        .map(|(n, values)| (Item::new(n), Item::new(OneOrMany(values))));
+    raw::HeaderRewrite {
+        remove: (!h.remove.is_empty()).then(|| list(&h.remove, |n| n.to_string())),
+        set: (!h.set.is_empty()).then(|| Item::new(HeaderMap(set.collect()))),
+        add: (!h.add.is_empty()).then(|| Item::new(HeaderMap(add.collect()))),
+    }
+}
+
+fn cluster(c: &model::Cluster) -> raw::Cluster {
+    raw::Cluster {
+        name: some(c.name.clone()),
+        protocol: some(match c.protocol {
+            model::UpstreamProtocol::Http1 => raw::UpstreamProtocol::Http1,
+            model::UpstreamProtocol::Http2 => raw::UpstreamProtocol::Http2,
+        }),
+        connect_timeout: some(DurationValue(c.connect_timeout)),
+        idle_timeout: some(DurationValue(c.idle_timeout)),
+        endpoints: Some(list(&c.endpoints, |e| raw::Endpoint {
+            address: some(e.address.to_string()),
+            weight: some(e.weight),
+        })),
+    }
+}

@@ -1,0 +1,260 @@
+//! The validated config model: what the proxy and control plane build runtime state from.
+//!
+//! Every value here has passed validation, so code that consumes a [`Config`] never re-checks it:
+//! cluster names referenced by routes exist, weights are not all zero, regexes compiled, durations
+//! are in range, header names and values are legal HTTP. Defaults are already filled in (they
+//! live in [`crate::defaults`]). The YAML surface is [`crate::raw`]; `validate` turns one into the
+//! other.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+use crate::defaults;
+
+/// One proxy's whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` when the config has no `admin:` section: no admin listener is started.
+    pub admin: Option<Admin>,
+    pub runtime: Runtime,
+    pub access_log: AccessLog,
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+impl Config {
+    /// The cluster with this name. Validation guarantees every name a route or listener uses exists.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// The admin listener: health, readiness, metrics and introspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+}
+
+/// How the proxy uses the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Number of worker threads, each a single-threaded runtime with its own accept loop and
+    /// upstream pools. Always >= 1.
+    pub workers: usize,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            workers: defaults::WORKERS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub enabled: bool,
+    pub target: LogTarget,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog {
+            enabled: defaults::ACCESS_LOG_ENABLED,
+            target: defaults::ACCESS_LOG_TARGET,
+        }
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// Limits applied to every downstream connection and request, on every HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Total size of the request line plus headers (HTTP/1.1), or of the header list (HTTP/2).
+    /// Past it the request is refused with 431.
+    pub max_request_header_bytes: usize,
+    /// Number of request headers. Past it: 431.
+    pub max_request_headers: usize,
+    /// Length of the request target (path and query). Past it: 414.
+    pub max_uri_bytes: usize,
+    /// Request body size; `None` is unlimited. Past it: 413.
+    pub max_request_body_bytes: Option<u64>,
+    /// Time a client has to send a complete request head (slowloris defence).
+    pub header_read_timeout: Duration,
+    /// A downstream connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_header_bytes: defaults::MAX_REQUEST_HEADER_BYTES,
+            max_request_headers: defaults::MAX_REQUEST_HEADERS,
+            max_uri_bytes: defaults::MAX_URI_BYTES,
+            max_request_body_bytes: defaults::MAX_REQUEST_BODY_BYTES,
+            header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Traffic arriving for the local workload.
+    Inbound,
+    /// Traffic the local workload sends to other services.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Unique among listeners; used in metrics labels and logs.
+    pub name: String,
+    /// Port 0 asks the OS for a free port (tests use this).
+    pub address: SocketAddr,
+    pub direction: Direction,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// HTTP/1.1 and h2c prior knowledge on the same port, routed by `routes`.
+    Http { routes: Vec<Route> },
+    /// Opaque TCP: bytes are forwarded to an endpoint of `cluster`.
+    Tcp { cluster: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique within its listener; used in metrics labels and the access log.
+    pub name: String,
+    pub matches: RouteMatch,
+    /// Weighted traffic split. Never empty; at least one weight is positive.
+    pub backends: Vec<Backend>,
+    /// Time from the start of the request until the upstream's response headers arrive.
+    pub timeout: Duration,
+    pub request_headers: HeaderRewrite,
+    pub response_headers: HeaderRewrite,
+}
+
+/// All present conditions must hold. An empty match (the default) matches every request.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Empty means any host. Otherwise the request's host must match one of them.
+    pub hosts: Vec<HostMatch>,
+    pub path: Option<PathMatch>,
+    pub method: Option<Method>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// Host patterns are lowercase, without a port; the request's host is compared the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`: matches any host ending with it, with at least
+    /// one more character before it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// The path (without the query) equals this.
+    Exact(String),
+    /// The path starts with this on a segment boundary: `/api` matches `/api`, `/api/` and
+    /// `/api/v1`, never `/apiary`. A prefix that ends with `/` is a plain string prefix.
+    Prefix(String),
+    /// The whole path matches this regex (it is anchored at both ends).
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub value: HeaderValueMatch,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderValueMatch {
+    Exact(HeaderValue),
+    /// Anchored at both ends; compared against the value as text.
+    Regex(Regex),
+    /// The header is present, with any value.
+    Present,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// Header changes applied in this order: remove, then set (replace), then add (append).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderRewrite {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderRewrite {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive; one request at a time per connection.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c); requests are multiplexed on one connection.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Unique among clusters; routes and TCP listeners refer to it.
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    /// An idle pooled upstream connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// May be empty (requests then get 503 `no-endpoint`); when not, at least one weight is positive.
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+}

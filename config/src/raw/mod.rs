@@ -1,0 +1,331 @@
+//! The YAML surface: what users write, exactly as written, with positions.
+//!
+//! These types decide the file format (field names, nesting, which fields exist) and, through
+//! schemars, the JSON Schema editors use; their doc comments are the schema's descriptions, so
+//! they are written for the people editing config files. Nothing here is checked beyond its
+//! syntax: `validate` turns these into [`crate::model`] types and reports what is wrong.
+//! Every field is optional here, even required ones, so that a missing field is reported by
+//! validation alongside everything else instead of discarding its whole section. Defaults are
+//! not written here either: they live in [`crate::defaults`], and the schema gets them from
+//! there.
+
+mod item;
+mod values;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use item::ITEM_MARKER;
+pub use item::{Item, Pos};
+pub(crate) use values::ONE_OR_MANY_MARKER;
+pub use values::{
+    ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, SizeLimit,
+};
+
+/// An optional field: absent, or an [`Item`] (which may itself be invalid).
+pub type Field<T> = Option<Item<T>>;
+
+/// A list whose elements are checked one by one, so one bad element does not hide the others.
+pub type List<T> = Item<Vec<Item<T>>>;
+
+/// Configuration of one Remora proxy.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Remora proxy configuration")]
+pub struct Config {
+    /// The admin listener (health, readiness, metrics, config dump). Leave it out to run
+    /// without one. Keep it on a loopback address: it is not authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Field<Admin>,
+    /// How the proxy uses the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Field<Runtime>,
+    /// One line per request: where they go and whether to write them at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Field<AccessLog>,
+    /// Limits on every downstream request, on every HTTP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Field<Limits>,
+    /// The addresses the proxy accepts connections on, and what it does with them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<List<Listener>>,
+    /// Named groups of upstream endpoints that routes and TCP listeners send traffic to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<List<Cluster>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// IP:port for the admin endpoints, e.g. `127.0.0.1:9901`.
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Field<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads, each with its own accept loop and upstream connection pools. Raise it
+    /// for heavy traffic; a sidecar shares its node with the application it serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Field<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// Write a line per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Field<bool>,
+    /// `stdout` (where container runtimes collect logs), `stderr`, or a file path (relative
+    /// to the proxy's working directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Field<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Request line plus headers (HTTP/1.1) or header list (HTTP/2); past it: 431.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_header_bytes: Field<ByteSize>,
+    /// Number of request headers; past it: 431.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_headers: Field<usize>,
+    /// Length of the request target (path and query); past it: 414.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_uri_bytes: Field<ByteSize>,
+    /// Request body size, or `unlimited`; past it: 413. Bodies are streamed, never buffered
+    /// whole, so a limit is a policy choice, not a protection for the proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Field<SizeLimit>,
+    /// Time a client has to send a whole request head (slowloris defence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout: Field<DurationValue>,
+    /// A client connection with no request in flight is closed after this long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Field<DurationValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("if" = {"properties": {"protocol": {"const": "tcp"}}, "required": ["protocol"]}))]
+#[schemars(extend("then" = {"required": ["cluster"]}))]
+#[schemars(extend("else" = {"required": ["routes"]}))]
+pub struct Listener {
+    /// Unique among listeners; appears in metrics and logs. Left out, it is the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Field<String>,
+    /// IP:port to listen on, e.g. `127.0.0.1:15006`. Port 0 picks a free port.
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Field<String>,
+    /// `http` (requests routed by `routes`) or `tcp` (bytes forwarded to `cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Field<ListenerProtocol>,
+    /// `inbound` (traffic for the local workload) or `outbound` (traffic the workload sends).
+    /// Appears in metrics and logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Field<Direction>,
+    /// HTTP listeners: the routes, most specific match first (see the route precedence in
+    /// examples/routing.yaml). At least one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<List<Route>>,
+    /// TCP listeners: the cluster every connection is forwarded to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Field<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["cluster"]}, {"required": ["backends"]}]))]
+pub struct Route {
+    /// Unique within the listener; appears in metrics and the access log. Left out, it is
+    /// `route-<index>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Field<String>,
+    /// Which requests take this route. Every condition given must hold; no conditions match all.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Field<RouteMatch>,
+    /// Send every matching request to this cluster. Shorthand for one backend of weight 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Field<String>,
+    /// Split matching requests between clusters in proportion to their weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<List<Backend>>,
+    /// Time from the start of the request until the upstream's response headers; then 504.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Field<DurationValue>,
+    /// Changes to the request before it is sent upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Field<HeaderRewrite>,
+    /// Changes to the response before it is returned to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Field<HeaderRewrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host patterns (case-insensitive, no port): `api.local` exactly, `*.api.local` for any
+    /// subdomain, `*` for any host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<List<String>>,
+    /// The request path (without the query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Field<PathMatch>,
+    /// The request method, e.g. `GET` (written in any case; compared in upper case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Field<String>,
+    /// Request headers that must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<List<HeaderMatch>>,
+}
+
+/// Exactly one of `exact`, `prefix` or `regex`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
+pub struct PathMatch {
+    /// The path equals this, e.g. `/healthz`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Field<String>,
+    /// The path starts with this on a segment boundary: `/api` matches `/api` and `/api/v1`
+    /// but not `/apiary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Field<String>,
+    /// The whole path matches this regular expression (Rust regex syntax; anchored at both ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Field<String>,
+}
+
+/// A header condition: `name`, and exactly one of `exact`, `regex` or `present: true`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["exact"]}, {"required": ["regex"]}, {"required": ["present"]}]))]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Field<String>,
+    /// The header's value equals this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Field<String>,
+    /// The header's whole value matches this regular expression (anchored at both ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Field<String>,
+    /// `true`: the header is present, with any value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Field<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The cluster that receives this share of the traffic.
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Field<String>,
+    /// Relative share of the requests; 0 takes no traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Field<u32>,
+}
+
+/// Header changes, applied in order: `remove`, then `set` (replace), then `add` (append).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRewrite {
+    /// Header names to delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove: Option<List<String>>,
+    /// Headers to set, replacing any existing values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Field<HeaderValues>,
+    /// Headers to append, keeping any existing values: a value, or a list of values to add
+    /// several (`set-cookie: [a=1, b=2]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add: Field<HeaderAppends>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique among clusters; routes and TCP listeners refer to it.
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Field<String>,
+    /// What the endpoints speak: `http1`, or `http2` (h2c with prior knowledge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Field<UpstreamProtocol>,
+    /// Time allowed to connect to an endpoint before the request fails with 502.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Field<DurationValue>,
+    /// Pooled connections unused for this long are closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Field<DurationValue>,
+    /// The endpoints. May be empty: requests then get 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<List<Endpoint>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// IP:port of the endpoint, e.g. `10.0.0.7:8080` (hostnames are not resolved yet).
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Field<String>,
+    /// Relative share of the requests; 0 takes no traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Field<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Outside the config loader (JSON here) the wrappers read as plain values, without
+    /// positions, so the raw types stay usable as ordinary serde types.
+    #[test]
+    fn raw_types_read_from_other_formats() {
+        let json = r#"{
+            "listeners": [{"address": "127.0.0.1:1", "routes": [{"cluster": "a",
+                "response_headers": {"add": {"x": ["1", "2"]}}}]}],
+            "clusters": [{"name": "a", "connect_timeout": "1s"}]
+        }"#;
+        let config: Config = serde_json::from_str(json).unwrap();
+        let listeners = config.listeners.unwrap();
+        let listener = listeners.get().unwrap()[0].get().unwrap();
+        assert_eq!(listener.address.as_ref().unwrap().pos, Pos::UNKNOWN);
+        assert_eq!(
+            listener.address.as_ref().unwrap().get().unwrap(),
+            "127.0.0.1:1"
+        );
+        let clusters = config.clusters.unwrap();
+        let cluster = clusters.get().unwrap()[0].get().unwrap();
+        let timeout = cluster.connect_timeout.as_ref().unwrap().get().unwrap();
+        assert_eq!(timeout.0, std::time::Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,331 @@
+//! Raw value types that parse themselves: durations, sizes, header maps.
+//!
+//! Their checks need no context, so they happen while deserializing and are reported at the
+//! value. Range checks depend on the field and happen in `validate`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use super::Item;
+use crate::units::{self, DurationError};
+
+const NUMBER: &str = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)";
+const DURATION_UNIT: &str = "(h|ms|m|s|us|µs|ns)";
+const SIZE_UNIT: &str = "([bB]|[kKmMgG][iI]?[bB])";
+
+fn duration_pattern() -> String {
+    let pair = format!(r"{NUMBER}\s*{DURATION_UNIT}");
+    format!(r"^\s*{pair}(\s*{pair})*\s*$")
+}
+
+fn size_pattern() -> String {
+    format!(r"^\s*{NUMBER}\s*{SIZE_UNIT}?\s*$")
+}
+
+/// A duration written with a unit: `250ms`, `1.5s`, `2m`, `1h`, `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl Serialize for DurationValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&units::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as '250ms' or '1m30s'")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                units::parse_duration(v)
+                    .map(DurationValue)
+                    .map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                Err(E::custom(DurationError::NoUnit(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for DurationValue {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": duration_pattern(),
+            "examples": ["250ms", "1.5s", "1m30s", "1h"],
+        })
+    }
+}
+
+/// A size in bytes: an integer, or a number and a unit (`B`, `KB`, `MB`, `GB`, `KiB`, `MiB`,
+/// `GiB`), e.g. `60KiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&units::format_size(self.0))
+    }
+}
+
+struct SizeVisitor<T>(fn(u64) -> T, fn(&str) -> Option<T>);
+
+impl<T> Visitor<'_> for SizeVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as 65536 or '64KiB'")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        if let Some(special) = (self.1)(v.trim()) {
+            return Ok(special);
+        }
+        units::parse_size(v).map(self.0).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.0)(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(SizeVisitor(ByteSize, |_| None))
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "pattern": size_pattern(),
+            "examples": [65536, "64KiB", "10MB"],
+        })
+    }
+}
+
+/// A size limit that may be switched off: a size, or `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeLimit {
+    Unlimited,
+    Bytes(u64),
+}
+
+impl Serialize for SizeLimit {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SizeLimit::Unlimited => serializer.serialize_str("unlimited"),
+            SizeLimit::Bytes(n) => ByteSize(*n).serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let unlimited = |s: &str| (s == "unlimited").then_some(SizeLimit::Unlimited);
+        deserializer.deserialize_str(SizeVisitor(SizeLimit::Bytes, unlimited))
+    }
+}
+
+impl JsonSchema for SizeLimit {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "SizeLimit".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let size = size_pattern();
+        json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "pattern": format!("^(unlimited|{})$", &size[1..size.len() - 1]),
+            "examples": ["unlimited", "10MiB"],
+        })
+    }
+}
+
+/// Name of the private newtype struct through which [`OneOrMany`] asks the config
+/// deserializer to read a lone value as a list of one.
+pub(crate) const ONE_OR_MANY_MARKER: &str = "$remora::private::OneOrMany";
+
+/// One value, or a list of them: `via: remora`, `set-cookie: [a=1, b=2]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T: Serialize> Serialize for OneOrMany<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(serializer),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+
+            /// Other deserializers: a plain list.
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                Vec::deserialize(d).map(OneOrMany)
+            }
+        }
+        deserializer.deserialize_newtype_struct(ONE_OR_MANY_MARKER, V(PhantomData))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for OneOrMany<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("OneOrMany_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [one, { "type": "array", "items": one }],
+        })
+    }
+}
+
+/// Header names and values, in the order written: `{ x-env: prod, x-team: payments }`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderMap<V>(pub Vec<(Item<String>, Item<V>)>);
+
+/// `set:` takes one value per header: setting replaces.
+pub type HeaderValues = HeaderMap<String>;
+
+/// `add:` takes one value or several per header: adding appends.
+pub type HeaderAppends = HeaderMap<OneOrMany<Item<String>>>;
+
+impl<V: Serialize> Serialize for HeaderMap<V> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for HeaderMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Vis<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+            type Value = HeaderMap<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of header names to values")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(HeaderMap(pairs))
+            }
+        }
+        deserializer.deserialize_map(Vis(PhantomData))
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for HeaderMap<V> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("HeaderMap_{}", V::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let value = generator.subschema_for::<V>();
+        json_schema!({
+            "type": "object",
+            "additionalProperties": value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_patterns_accept_what_the_parsers_accept() {
+        let duration = regex::Regex::new(&duration_pattern()).unwrap();
+        for ok in ["250ms", "1.5s", "1m30s", "1m 30s", "1h", "5µs", ".5s"] {
+            assert!(duration.is_match(ok), "{ok}");
+            assert!(units::parse_duration(ok).is_ok(), "{ok}");
+        }
+        for bad in ["10", "5x", "", "-1s"] {
+            assert!(!duration.is_match(bad), "{bad}");
+        }
+        let size = regex::Regex::new(&size_pattern()).unwrap();
+        for ok in ["1024", "60KiB", "60 kib", "10MB", "1.5MiB", "512B"] {
+            assert!(size.is_match(ok), "{ok}");
+            assert!(units::parse_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["10kbit", "", "KiB", "-1"] {
+            assert!(!size.is_match(bad), "{bad}");
+        }
+    }
+}

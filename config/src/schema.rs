@@ -1,0 +1,102 @@
+//! The JSON Schema of the YAML surface, for editors (see docs/config-schema.md).
+//!
+//! Generated from the raw types, then given the defaults and integer ranges from
+//! [`crate::defaults`], so that an editor's hover shows the same values the proxy uses.
+
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::defaults::{self, ranges};
+use crate::emit;
+use crate::model;
+use crate::raw;
+use crate::units::format_duration;
+
+pub(crate) fn schema() -> Value {
+    // Draft 7: the newest draft that every YAML editor plugin understands fully.
+    let generator = SchemaSettings::draft07().into_generator();
+    let mut schema = generator.into_root_schema_for::<raw::Config>().to_value();
+    if let Some(definitions) = schema.get_mut("definitions") {
+        for (definition, property, default) in defaults() {
+            if let Some(p) =
+                definitions.pointer_mut(&format!("/{definition}/properties/{property}"))
+            {
+                p["default"] = default;
+            }
+        }
+        for (definition, property, (min, max)) in integer_ranges() {
+            if let Some(p) =
+                definitions.pointer_mut(&format!("/{definition}/properties/{property}"))
+            {
+                p["minimum"] = json!(min);
+                p["maximum"] = json!(max);
+            }
+        }
+    }
+    schema
+}
+
+/// `(definition, property, default)` for every field that has a default.
+fn defaults() -> Vec<(&'static str, String, Value)> {
+    let mut out = Vec::new();
+    let sections = [
+        (
+            "Runtime",
+            to_json(emit::runtime(&model::Runtime::default())),
+        ),
+        (
+            "AccessLog",
+            to_json(emit::access_log(&model::AccessLog::default())),
+        ),
+        ("Limits", to_json(emit::limits(&model::Limits::default()))),
+    ];
+    for (definition, value) in sections {
+        if let Value::Object(fields) = value {
+            out.extend(fields.into_iter().map(|(k, v)| (definition, k, v)));
+        }
+    }
+    let duration = |d| json!(format_duration(d));
+    out.extend([
+        (
+            "Listener",
+            "protocol".into(),
+            to_json(defaults::LISTENER_PROTOCOL),
+        ),
+        (
+            "Listener",
+            "direction".into(),
+            json!(defaults::LISTENER_DIRECTION.as_str()),
+        ),
+        ("Route", "timeout".into(), duration(defaults::ROUTE_TIMEOUT)),
+        ("Backend", "weight".into(), json!(defaults::WEIGHT)),
+        (
+            "Cluster",
+            "protocol".into(),
+            json!(defaults::UPSTREAM_PROTOCOL.as_str()),
+        ),
+        (
+            "Cluster",
+            "connect_timeout".into(),
+            duration(defaults::CONNECT_TIMEOUT),
+        ),
+        (
+            "Cluster",
+            "idle_timeout".into(),
+            duration(defaults::UPSTREAM_IDLE_TIMEOUT),
+        ),
+        ("Endpoint", "weight".into(), json!(defaults::WEIGHT)),
+    ]);
+    out
+}
+
+/// Plain integer fields whose range the schema can state (sizes and durations are strings).
+fn integer_ranges() -> [(&'static str, &'static str, (usize, usize)); 2] {
+    [
+        ("Runtime", "workers", ranges::WORKERS),
+        ("Limits", "max_request_headers", ranges::MAX_REQUEST_HEADERS),
+    ]
+}
+
+fn to_json(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}

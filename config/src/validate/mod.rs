@@ -1,0 +1,347 @@
+//! Raw config -> model, reporting every semantic problem with its position.
+//!
+//! Each function reads one raw section, reports what is wrong, and still returns a model value
+//! (with defaults standing in for bad parts) so the sections after it are checked too. Values
+//! that failed to deserialize are `None` inside their [`Item`] and were reported already; they
+//! are skipped here without a word, which is what keeps one typo from causing a cascade.
+
+mod addr;
+mod clusters;
+mod headers;
+mod listeners;
+mod matches;
+mod routes;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::defaults::{self, ranges};
+use crate::diag::{Collector, did_you_mean, list};
+use crate::model;
+use crate::node::Node;
+use crate::raw::{self, ByteSize, DurationValue, Field, Item, Pos, SizeLimit};
+use crate::units::{format_duration, format_size};
+
+/// Checks `raw` and builds the model from it; the caller discards the model if anything was
+/// reported.
+pub(crate) fn validate(raw: &raw::Config, root: &Node, out: &Collector) -> model::Config {
+    let cx = Cx::new(out, root);
+    let admin = raw.admin.as_ref().and_then(|item| admin(&cx, item));
+    let clusters = clusters::clusters(&cx, raw.clusters.as_ref());
+    let listeners = listeners::listeners(&cx, raw.listeners.as_ref(), admin.as_ref());
+    model::Config {
+        admin: admin.map(|(admin, _)| admin),
+        runtime: runtime(&cx, &raw.runtime),
+        access_log: access_log(&cx, &raw.access_log),
+        limits: limits(&cx, &raw.limits),
+        listeners,
+        clusters,
+    }
+}
+
+/// What every check needs: where to report, and the cluster names that exist.
+pub(crate) struct Cx<'a> {
+    out: &'a Collector,
+    /// Every cluster name written in the file, read from the node tree, including clusters that
+    /// have problems of their own: a route to such a cluster is not reported a second time.
+    cluster_names: Vec<String>,
+}
+
+impl<'a> Cx<'a> {
+    fn new(out: &'a Collector, root: &Node) -> Self {
+        let mut cluster_names = Vec::new();
+        let clusters = root.get("clusters").map_or(&[][..], Node::elements);
+        for cluster in clusters {
+            if let Some(name) = cluster.get("name").and_then(Node::scalar_text)
+                && !cluster_names.iter().any(|n| n == name.as_ref())
+            {
+                cluster_names.push(name.into_owned());
+            }
+        }
+        Cx { out, cluster_names }
+    }
+
+    fn report(&self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.out.report(pos, path, message);
+    }
+
+    /// The field's item, or a report that it is missing from the mapping at `parent`.
+    fn required<'f, T>(
+        &self,
+        field: &'f Field<T>,
+        parent: Pos,
+        path: &str,
+        name: &str,
+        why: &str,
+    ) -> Option<&'f Item<T>> {
+        if field.is_none() && !self.out.is_typo_target(&join(path, name)) {
+            self.report(
+                parent,
+                path,
+                format!("missing required field '{name}'{why}"),
+            );
+        }
+        field.as_ref()
+    }
+
+    /// Checks that the named cluster exists.
+    fn cluster_ref(&self, name: &Item<String>, path: &str) -> Option<String> {
+        let text = name.get()?;
+        if self.cluster_names.iter().any(|n| n == text) {
+            return Some(text.clone());
+        }
+        let hint = if self.cluster_names.is_empty() {
+            " (no clusters are defined)".to_owned()
+        } else if self.cluster_names.len() <= 8 {
+            format!(" (clusters: {})", list(&self.cluster_names))
+        } else {
+            let names: Vec<&str> = self.cluster_names.iter().map(String::as_str).collect();
+            did_you_mean(text, &names)
+                .map_or_else(String::new, |n| format!(" (did you mean '{n}'?)"))
+        };
+        self.report(name.pos, path, format!("no cluster named '{text}'{hint}"));
+        None
+    }
+
+    fn duration(
+        &self,
+        field: &Field<DurationValue>,
+        path: &str,
+        (min, max): (Duration, Duration),
+        default: Duration,
+    ) -> Duration {
+        let Some((DurationValue(d), pos)) = value(field) else {
+            return default;
+        };
+        if *d < min || *d > max {
+            let (min, max) = (format_duration(min), format_duration(max));
+            let msg = format!(
+                "{} is out of range; expected {min} to {max}",
+                format_duration(*d)
+            );
+            self.report(pos, path, msg);
+        }
+        *d
+    }
+
+    fn size(
+        &self,
+        field: &Field<ByteSize>,
+        path: &str,
+        (min, max): (usize, usize),
+        default: usize,
+    ) -> usize {
+        let Some((ByteSize(n), pos)) = value(field) else {
+            return default;
+        };
+        let n = usize::try_from(*n).unwrap_or(usize::MAX);
+        if n < min || n > max {
+            let (min, max) = (format_size(min as u64), format_size(max as u64));
+            let msg = format!(
+                "{} is out of range; expected {min} to {max}",
+                format_size(n as u64)
+            );
+            self.report(pos, path, msg);
+        }
+        n
+    }
+
+    fn count(
+        &self,
+        field: &Field<usize>,
+        path: &str,
+        (min, max): (usize, usize),
+        default: usize,
+    ) -> usize {
+        let Some((n, pos)) = value(field) else {
+            return default;
+        };
+        if *n < min || *n > max {
+            self.report(
+                pos,
+                path,
+                format!("{n} is out of range; expected {min} to {max}"),
+            );
+        }
+        *n
+    }
+}
+
+/// The field's value and position, if it is present and valid.
+fn value<T>(field: &Field<T>) -> Option<(&T, Pos)> {
+    field
+        .as_ref()
+        .and_then(|item| item.get().map(|v| (v, item.pos)))
+}
+
+/// `listeners[0]` + `address` = `listeners[0].address`.
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// The elements of an optional list with their paths: `listeners[0]`, `listeners[1]`...
+fn elements<'r, T>(
+    list: Option<&'r raw::List<T>>,
+    path: &'r str,
+) -> impl Iterator<Item = (usize, String, &'r Item<T>)> {
+    list.and_then(Item::get)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(move |(i, item)| (i, format!("{path}[{i}]"), item))
+}
+
+fn admin(cx: &Cx, item: &Item<raw::Admin>) -> Option<(model::Admin, Pos)> {
+    let raw = item.get()?;
+    let address = cx.required(&raw.address, item.pos, "admin", "address", "")?;
+    let text = address.get()?;
+    match addr::listen_address(text) {
+        Ok(parsed) => Some((model::Admin { address: parsed }, address.pos)),
+        Err(message) => {
+            cx.report(address.pos, "admin.address", message);
+            None
+        }
+    }
+}
+
+fn runtime(cx: &Cx, field: &Field<raw::Runtime>) -> model::Runtime {
+    let Some(raw) = field.as_ref().and_then(Item::get) else {
+        return model::Runtime::default();
+    };
+    model::Runtime {
+        workers: cx.count(
+            &raw.workers,
+            "runtime.workers",
+            ranges::WORKERS,
+            defaults::WORKERS,
+        ),
+    }
+}
+
+fn access_log(cx: &Cx, field: &Field<raw::AccessLog>) -> model::AccessLog {
+    let Some(raw) = field.as_ref().and_then(Item::get) else {
+        return model::AccessLog::default();
+    };
+    let target = match value(&raw.path) {
+        None => defaults::ACCESS_LOG_TARGET,
+        Some((path, _)) if path == "stdout" => model::LogTarget::Stdout,
+        Some((path, _)) if path == "stderr" => model::LogTarget::Stderr,
+        Some((path, pos)) => {
+            if path.trim().is_empty() {
+                let msg = "empty path; use stdout, stderr or a file path";
+                cx.report(pos, "access_log.path", msg);
+            }
+            model::LogTarget::File(PathBuf::from(path))
+        }
+    };
+    model::AccessLog {
+        enabled: value(&raw.enabled).map_or(defaults::ACCESS_LOG_ENABLED, |(e, _)| *e),
+        target,
+    }
+}
+
+fn limits(cx: &Cx, field: &Field<raw::Limits>) -> model::Limits {
+    let Some(raw) = field.as_ref().and_then(Item::get) else {
+        return model::Limits::default();
+    };
+    let body = match value(&raw.max_request_body_bytes) {
+        None => defaults::MAX_REQUEST_BODY_BYTES,
+        Some((SizeLimit::Unlimited, _)) => None,
+        Some((SizeLimit::Bytes(n), _)) => Some(*n),
+    };
+    let path = |name: &str| join("limits", name);
+    model::Limits {
+        max_request_header_bytes: cx.size(
+            &raw.max_request_header_bytes,
+            &path("max_request_header_bytes"),
+            ranges::MAX_REQUEST_HEADER_BYTES,
+            defaults::MAX_REQUEST_HEADER_BYTES,
+        ),
+        max_request_headers: cx.count(
+            &raw.max_request_headers,
+            &path("max_request_headers"),
+            ranges::MAX_REQUEST_HEADERS,
+            defaults::MAX_REQUEST_HEADERS,
+        ),
+        max_uri_bytes: cx.size(
+            &raw.max_uri_bytes,
+            &path("max_uri_bytes"),
+            ranges::MAX_URI_BYTES,
+            defaults::MAX_URI_BYTES,
+        ),
+        max_request_body_bytes: body,
+        header_read_timeout: cx.duration(
+            &raw.header_read_timeout,
+            &path("header_read_timeout"),
+            ranges::HEADER_READ_TIMEOUT,
+            defaults::HEADER_READ_TIMEOUT,
+        ),
+        idle_timeout: cx.duration(
+            &raw.idle_timeout,
+            &path("idle_timeout"),
+            ranges::IDLE_TIMEOUT,
+            defaults::IDLE_TIMEOUT,
+        ),
+    }
+}
+
+/// Names already taken in one scope (listeners, clusters, the routes of one listener).
+struct Names {
+    kind: &'static str,
+    /// Each name with the path of whoever took it first.
+    taken: Vec<(String, String)>,
+}
+
+impl Names {
+    fn new(kind: &'static str) -> Self {
+        Names {
+            kind,
+            taken: Vec::new(),
+        }
+    }
+
+    /// Takes `name` for `owner`; a name taken already is reported at `pos`/`path`.
+    fn claim(&mut self, cx: &Cx, name: &str, pos: Pos, path: &str, owner: &str) -> bool {
+        if let Some((_, first)) = self.taken.iter().find(|(n, _)| n == name) {
+            let msg = format!(
+                "duplicate {} name '{name}' (already used by {first})",
+                self.kind
+            );
+            cx.report(pos, path, msg);
+            return false;
+        }
+        self.taken.push((name.to_owned(), owner.to_owned()));
+        true
+    }
+}
+
+/// A name as written, refusing an empty one (it would be invisible in metrics and logs).
+fn name_text(cx: &Cx, item: &Item<String>, path: &str) -> Option<String> {
+    let text = item.get()?;
+    if text.trim().is_empty() {
+        cx.report(item.pos, path, "empty name");
+        return None;
+    }
+    Some(text.clone())
+}
+
+/// Reports weights that cannot split traffic: all zero, or more in total than a u32 counts.
+fn check_weights(cx: &Cx, weights: &[u32], pos: Pos, path: &str, what: &str) {
+    if weights.is_empty() {
+        return;
+    }
+    if weights.iter().all(|w| *w == 0) {
+        let msg = format!(
+            "all {what} weights are 0, so no request could be sent; give at least one {what} a \
+             positive weight"
+        );
+        cx.report(pos, path, msg);
+    } else if weights.iter().map(|w| u64::from(*w)).sum::<u64>() > u64::from(u32::MAX) {
+        let msg = format!("{what} weights add up to more than {}", u32::MAX);
+        cx.report(pos, path, msg);
+    }
+}

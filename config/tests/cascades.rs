@@ -1,0 +1,95 @@
+//! No cascades: one mistake gives one message, not a message for everything that depends on
+//! the mistaken value.
+
+mod common;
+
+use common::{BASE, errors};
+
+#[test]
+fn a_route_to_a_broken_cluster_is_not_reported_again() {
+    let yaml = BASE.replace(
+        "  - name: api\n",
+        "  - name: api\n    connect_timeout: soon\n    endpoints: 5\n",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:7:22: clusters[0].connect_timeout: 'soon' is not a duration; write e.g. '250ms', '1.5s' or '1m30s'",
+            "t.yaml:8:16: clusters[0].endpoints: expected a list, found '5'; a list of one is written ['5']",
+        ]
+    );
+}
+
+#[test]
+fn a_misspelled_required_field_is_not_also_missing() {
+    let yaml = BASE
+        .replace("address:", "adress:")
+        .replace("      - cluster:", "      - clustr:");
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:2:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster (did you mean 'address'?)",
+            "t.yaml:4:9: listeners[0].routes[0].clustr: unknown field 'clustr', expected one of: name, match, cluster, backends, timeout, request_headers, response_headers (did you mean 'cluster'?)",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_weight_does_not_also_make_weights_all_zero() {
+    let yaml = BASE.replace(
+        "      - cluster: api\n",
+        "      - backends: [{cluster: api, weight: 0}, {cluster: api2, weight: lots}]\n",
+    ) + "  - name: api2\n";
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:4:71: listeners[0].routes[0].backends[1].weight: expected a whole number from 0 to 4294967295, found 'lots'"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_protocol_does_not_also_demand_routes_or_a_cluster() {
+    let yaml = BASE.replace("    routes:", "    protocol: udp\n    routes:");
+    assert_eq!(
+        errors(&yaml),
+        ["t.yaml:3:15: listeners[0].protocol: unknown value 'udp', expected one of: http, tcp"]
+    );
+}
+
+#[test]
+fn one_bad_list_element_does_not_hide_the_others() {
+    let yaml = "\
+listeners:
+  - 5
+  - address: 127.0.0.1:1
+    routes: [{cluster: nope}]
+clusters: [{name: api}]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "t.yaml:2:5: listeners[0]: expected a mapping with fields name, address, protocol, direction, routes, cluster; found '5'",
+            "t.yaml:4:24: listeners[1].routes[0].cluster: no cluster named 'nope' (clusters: api)",
+        ]
+    );
+}
+
+#[test]
+fn aliases_report_at_the_use_site_once() {
+    let yaml = "\
+listeners:
+  - address: 127.0.0.1:1
+    routes:
+      - &r {cluster: nope}
+      - *r
+clusters: [{name: api}]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "t.yaml:4:22: listeners[0].routes[0].cluster: no cluster named 'nope' (clusters: api)",
+            "t.yaml:5:9: listeners[0].routes[1].cluster: no cluster named 'nope' (clusters: api)",
+        ]
+    );
+}

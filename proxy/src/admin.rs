@@ -1,0 +1,124 @@
+//! The admin listener: liveness, readiness, metrics and introspection.
+//!
+//! | path        | what                                                            |
+//! |-------------|-----------------------------------------------------------------|
+//! | `/live`     | 200 while the process runs                                      |
+//! | `/ready`    | 200 once every listener accepts and a config is loaded, else 503 |
+//! | `/metrics`  | Prometheus text format                                          |
+//! | `/config`   | the config in effect, as YAML with every default explicit       |
+//! | `/clusters` | each cluster's endpoints with weight and state, as JSON         |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::context::Shared;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&shared, &req)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// The admin app, callable without a socket.
+pub fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "live\n".into()),
+        "/ready" if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+        "/metrics" => with_type(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(),
+        ),
+        "/config" => with_type(
+            StatusCode::OK,
+            "application/yaml",
+            remora_config::to_yaml(&shared.snapshot.load().config),
+        ),
+        "/clusters" => with_type(StatusCode::OK, "application/json", clusters(shared)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /live /ready /metrics /config /clusters\n".into(),
+        ),
+    }
+}
+
+fn clusters(shared: &Shared) -> String {
+    let snapshot = shared.snapshot.load();
+    let clusters: Vec<_> = snapshot
+        .clusters
+        .iter()
+        .map(|c| {
+            let endpoints: Vec<_> = c
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    json!({
+                        "address": e.address.to_string(),
+                        "weight": e.weight,
+                        // No health checking yet: every endpoint in the config is served.
+                        "state": if e.weight > 0 { "healthy" } else { "drained" },
+                        "idle_connections": c.idle_connections(i),
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.name,
+                "protocol": c.protocol.as_str(),
+                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    let mut out = serde_json::to_string_pretty(&json!({ "clusters": clusters }))
+        .expect("JSON values serialize");
+    out.push('\n');
+    out
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}

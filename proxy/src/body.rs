@@ -1,0 +1,206 @@
+//! Body wrappers on the request path. Bodies stream frame by frame in both directions and are
+//! never buffered whole; these wrappers only count, enforce the size limit, and notice the end.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::observe::Completion;
+use crate::upstream::pool::PooledBody;
+
+/// What the response side needs to know about the request body once it has streamed.
+#[derive(Debug, Default)]
+pub struct RequestBodyStats {
+    pub bytes: AtomicU64,
+    /// Set when the body went past the limit; the exchange is then answered with 413.
+    pub over_limit: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error("reading the request body failed: {0}")]
+    Downstream(#[from] hyper::Error),
+    #[error("request body is over the limit of {0} bytes")]
+    TooLarge(u64),
+}
+
+pin_project_lite::pin_project! {
+    /// The downstream request body as sent upstream.
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        seen: u64,
+        limit: Option<u64>,
+        // None for bodies that are empty from the start, which need no accounting.
+        stats: Option<Arc<RequestBodyStats>>,
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> (Self, Option<Arc<RequestBodyStats>>) {
+        let stats = (!inner.is_end_stream()).then(Arc::default);
+        let body = RequestBody {
+            inner,
+            seen: 0,
+            limit,
+            stats: stats.clone(),
+        };
+        (body, stats)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            *this.seen += data.len() as u64;
+            if let Some(stats) = this.stats {
+                stats.bytes.store(*this.seen, Ordering::Relaxed);
+            }
+            if let Some(limit) = *this.limit
+                && *this.seen > limit
+            {
+                if let Some(stats) = this.stats {
+                    stats.over_limit.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(RequestBodyError::TooLarge(limit))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body: the upstream's, or one the proxy made.
+pub enum ProxyBody {
+    Upstream(PooledBody),
+    Local(Option<Bytes>),
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(b: Bytes) -> Self {
+        ProxyBody::Local(Some(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Local(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Local(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Local(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The response body as sent downstream: counts bytes and reports the exchange (metrics and the
+/// access log) when the last byte is out, or when the body is dropped early.
+pub struct ObservedBody {
+    inner: ProxyBody,
+    sent: u64,
+    completion: Option<Completion>,
+}
+
+impl ObservedBody {
+    pub fn new(inner: ProxyBody, completion: Completion) -> Self {
+        ObservedBody {
+            inner,
+            sent: 0,
+            completion: Some(completion),
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(c) = self.completion.take() {
+            c.finish(self.sent, complete);
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // Dropped before the end (client went away) or with an empty body that was never
+        // polled: report it now. `complete` is true only if nothing was left to send.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}

@@ -1,0 +1,225 @@
+//! The `remora-proxy` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remora_config::model::{AccessLog, Config, LogTarget};
+
+use crate::server::{BoundAddrs, Proxy};
+
+/// Remora's sidecar proxy.
+///
+/// Run from a config file:      remora-proxy --config remora.yaml
+/// Or in front of a service:    remora-proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8081
+#[derive(Debug, Parser)]
+#[command(name = "remora-proxy", version, about, long_about = None)]
+pub struct Args {
+    /// The YAML config file.
+    #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin"])]
+    pub config: Option<PathBuf>,
+
+    /// Zero-config mode: serve HTTP on this address...
+    #[arg(long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<SocketAddr>,
+
+    /// ...and proxy to these upstream addresses (round-robin).
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        requires = "listen"
+    )]
+    pub upstream: Vec<SocketAddr>,
+
+    /// Zero-config mode: also serve the admin endpoints (/ready, /metrics...) here.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// Print the effective config as YAML, every default spelled out, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Worker threads, overriding `runtime.workers`.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Access log target, overriding `access_log`: off, stdout, stderr or a file path.
+    #[arg(long, value_name = "off|stdout|stderr|PATH")]
+    pub access_log: Option<String>,
+
+    /// Once listening, write the bound addresses as JSON to this file (for tests and scripts
+    /// that start the proxy on port 0).
+    #[arg(long, value_name = "FILE")]
+    pub write_addrs: Option<PathBuf>,
+
+    /// Log filter for the proxy's own logs (stderr), as RUST_LOG; RUST_LOG wins if set.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mut config = match load(&args) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(n) = args.workers {
+        config.runtime.workers = n.clamp(1, 256);
+    }
+    if let Some(target) = &args.access_log {
+        config.access_log = match target.as_str() {
+            "off" => AccessLog {
+                enabled: false,
+                target: config.access_log.target,
+            },
+            "stdout" => AccessLog {
+                enabled: true,
+                target: LogTarget::Stdout,
+            },
+            "stderr" => AccessLog {
+                enabled: true,
+                target: LogTarget::Stderr,
+            },
+            path => AccessLog {
+                enabled: true,
+                target: LogTarget::File(path.into()),
+            },
+        };
+    }
+    if args.print_config {
+        print!("{}", remora_config::to_yaml(&config));
+        return ExitCode::SUCCESS;
+    }
+    let proxy = match Proxy::bind(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("remora-proxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let addrs = proxy.addrs();
+    log_addrs(&addrs);
+    if let Some(path) = &args.write_addrs
+        && let Err(e) = write_addrs(path, &addrs)
+    {
+        eprintln!("remora-proxy: cannot write {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
+    match proxy.run(shutdown_signal()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("remora-proxy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(args: &Args) -> Result<Config, String> {
+    match (&args.config, args.listen) {
+        (Some(path), _) => remora_config::load_file(path).map_err(|d| d.to_string()),
+        (None, Some(listen)) => {
+            let yaml = zero_config_yaml(listen, &args.upstream, args.admin);
+            remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())
+        }
+        (None, None) => Err(
+            "remora-proxy: give --config FILE, or --listen ADDR --upstream ADDR \
+                             (see --help)"
+                .into(),
+        ),
+    }
+}
+
+/// The config that `--listen`/`--upstream`/`--admin` stand for. It goes through the same
+/// validation as a file, and `--print-config` shows it with every default filled in.
+pub fn zero_config_yaml(
+    listen: SocketAddr,
+    upstreams: &[SocketAddr],
+    admin: Option<SocketAddr>,
+) -> String {
+    let mut y = String::new();
+    if let Some(admin) = admin {
+        y.push_str(&format!("admin:\n  address: \"{admin}\"\n"));
+    }
+    y.push_str(&format!(
+        "listeners:\n  - name: main\n    address: \"{listen}\"\n    protocol: http\n    \
+         routes:\n      - name: default\n        cluster: upstream\n"
+    ));
+    y.push_str("clusters:\n  - name: upstream\n    endpoints:\n");
+    for u in upstreams {
+        y.push_str(&format!("      - address: \"{u}\"\n"));
+    }
+    y
+}
+
+fn log_addrs(addrs: &BoundAddrs) {
+    for (name, addr) in &addrs.listeners {
+        tracing::info!(listener = %name, %addr, "listening");
+    }
+    if let Some(addr) = addrs.admin {
+        tracing::info!(%addr, "admin listening");
+    }
+}
+
+fn write_addrs(path: &std::path::Path, addrs: &BoundAddrs) -> std::io::Result<()> {
+    let listeners: serde_json::Map<String, serde_json::Value> = addrs
+        .listeners
+        .iter()
+        .map(|(n, a)| (n.clone(), a.to_string().into()))
+        .collect();
+    let doc = serde_json::json!({
+        "admin": addrs.admin.map(|a| a.to_string()),
+        "listeners": listeners,
+    });
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_config_is_a_valid_config() {
+        let yaml = zero_config_yaml(
+            "127.0.0.1:8080".parse().unwrap(),
+            &[
+                "127.0.0.1:8081".parse().unwrap(),
+                "127.0.0.1:8082".parse().unwrap(),
+            ],
+            Some("127.0.0.1:9901".parse().unwrap()),
+        );
+        let config = remora_config::load_str("<test>", &yaml).unwrap();
+        assert_eq!(config.clusters[0].endpoints.len(), 2);
+        assert_eq!(config.admin.unwrap().address.port(), 9901);
+    }
+}

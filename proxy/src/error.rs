@@ -1,0 +1,179 @@
+//! Proxy errors, and the one place they become HTTP responses.
+//!
+//! Each failure the proxy can produce on its own has a variant here. [`ProxyError::status`] and
+//! [`ProxyError::reason`] are the single mapping to a status code and to the `x-remora-error`
+//! header value, so a user reading a response never has to guess whether the app or the proxy
+//! answered, nor why.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+/// The header that marks every response the proxy generated itself.
+pub const ERROR_HEADER: &str = "x-remora-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("cluster {0} has no endpoint to send to")]
+    NoEndpoint(String),
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        addr: std::net::SocketAddr,
+        after: Duration,
+    },
+    #[error("connecting to {addr} failed: {source}")]
+    ConnectFailed {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP/2 handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: std::net::SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("no response headers from upstream within the route timeout of {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("upstream closed the connection before a complete response: {0}")]
+    UpstreamReset(hyper::Error),
+    #[error("upstream sent an invalid response: {0}")]
+    UpstreamBadResponse(hyper::Error),
+    #[error("request target is {len} bytes, over the limit of {limit}")]
+    UriTooLong { len: usize, limit: usize },
+    #[error("request headers are {what}, over the limit of {limit}")]
+    HeadersTooLarge { what: String, limit: usize },
+    #[error("request body is over the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request cannot be forwarded: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ConnectFailed { .. }
+            | ProxyError::Handshake { .. }
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamBadResponse(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Short, stable token for `x-remora-error`, metrics labels and the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no-route",
+            ProxyError::NoEndpoint(_) => "no-endpoint",
+            ProxyError::ConnectTimeout { .. } => "connect-timeout",
+            ProxyError::ConnectFailed { .. } => "connect-failed",
+            ProxyError::Handshake { .. } => "upstream-handshake-failed",
+            ProxyError::UpstreamTimeout(_) => "upstream-timeout",
+            ProxyError::UpstreamReset(_) => "upstream-reset",
+            ProxyError::UpstreamBadResponse(_) => "upstream-bad-response",
+            ProxyError::UriTooLong { .. } => "uri-too-long",
+            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::BodyTooLarge { .. } => "body-too-large",
+            ProxyError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    /// Whether the upstream was never reached, so nothing was sent and a retry is always safe.
+    /// Retries (a later issue) read this instead of matching variants.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectTimeout { .. }
+                | ProxyError::ConnectFailed { .. }
+                | ProxyError::Handshake { .. }
+                | ProxyError::NoEndpoint(_)
+        )
+    }
+
+    /// Classifies a hyper client error from an exchange that was already under way.
+    pub fn from_upstream(err: hyper::Error) -> Self {
+        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
+            ProxyError::UpstreamBadResponse(err)
+        } else {
+            ProxyError::UpstreamReset(err)
+        }
+    }
+
+    /// The response sent downstream in place of an upstream one.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let body = Bytes::from(format!("remora: {}: {}\n", self.reason(), self));
+        let mut resp = Response::new(B::from(body));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_the_documented_status_and_reason() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::NoRoute, 404, "no-route"),
+            (ProxyError::NoEndpoint("api".into()), 503, "no-endpoint"),
+            (
+                ProxyError::ConnectTimeout {
+                    addr,
+                    after: Duration::from_secs(1),
+                },
+                502,
+                "connect-timeout",
+            ),
+            (
+                ProxyError::ConnectFailed {
+                    addr,
+                    source: std::io::ErrorKind::ConnectionRefused.into(),
+                },
+                502,
+                "connect-failed",
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                504,
+                "upstream-timeout",
+            ),
+            (
+                ProxyError::UriTooLong { len: 10, limit: 5 },
+                414,
+                "uri-too-long",
+            ),
+            (
+                ProxyError::HeadersTooLarge {
+                    what: "101 headers".into(),
+                    limit: 100,
+                },
+                431,
+                "headers-too-large",
+            ),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body-too-large"),
+            (ProxyError::BadRequest("x"), 400, "bad-request"),
+        ];
+        for (err, status, reason) in cases {
+            let resp: Response<Bytes> = err.to_response();
+            assert_eq!(resp.status().as_u16(), status, "{err}");
+            assert_eq!(resp.headers()[ERROR_HEADER], reason);
+            assert!(String::from_utf8_lossy(resp.body()).contains(reason));
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Remora's data-plane sidecar.
+//!
+//! The request path, top to bottom (drawn in `docs/request-flow.md`):
+//! [`server`] binds and runs workers -> [`http`] serves a downstream connection ->
+//! [`http::service`] routes ([`route`]), balances ([`balance`]), rewrites ([`headers`], [`trace`])
+//! and sends through [`upstream`] pools -> [`body`] streams the response back while [`observe`]
+//! records metrics ([`metrics`]) and the access log ([`access_log`]). [`error`] is the one place
+//! proxy failures become responses. [`admin`] serves health, metrics and introspection.
+
+pub mod access_log;
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod cli;
+pub mod context;
+pub mod error;
+pub mod headers;
+pub mod http;
+pub mod io;
+pub mod metrics;
+pub mod observe;
+pub mod rng;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod tcp;
+pub mod trace;
+pub mod upstream;
+pub mod worker;
+
+pub use server::{BoundAddrs, Proxy, StartError};

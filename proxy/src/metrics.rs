@@ -1,0 +1,316 @@
+//! Prometheus metrics: the families, and the label sets resolved ahead of time.
+//!
+//! Every family is registered once per process. The request path never builds a label set or
+//! looks one up: when a config is applied, [`crate::snapshot`] resolves the handles each route,
+//! cluster and listener needs ([`ListenerMetrics`], [`ClusterMetrics`], [`StatusCounters`]) and
+//! keeps them next to the runtime objects. A handle is an `Arc` around an atomic, so recording is
+//! one atomic add.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub direction: &'static str,
+    pub route: String,
+    pub cluster: String,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub listener: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
+/// Latency buckets in seconds, from 0.5 ms (a loopback hop) to 30 s (past any sane timeout).
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+    30.0,
+];
+
+#[derive(Clone)]
+struct LatencyHistogram;
+
+impl MetricConstructor<Histogram> for LatencyHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(LATENCY_BUCKETS)
+    }
+}
+
+/// All metric families of one proxy process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabels, Histogram, LatencyHistogram>,
+    upstream_duration: Family<ClusterLabels, Histogram, LatencyHistogram>,
+    proxy_errors: Family<ErrorLabels, Counter>,
+    downstream_open: Family<ListenerLabels, Gauge>,
+    downstream_total: Family<ListenerLabels, Counter>,
+    downstream_rx: Family<ListenerLabels, Counter>,
+    downstream_tx: Family<ListenerLabels, Counter>,
+    upstream_open: Family<ClusterLabels, Gauge>,
+    upstream_total: Family<ClusterLabels, Counter>,
+    upstream_connect_errors: Family<ClusterLabels, Counter>,
+    upstream_rx: Family<ClusterLabels, Counter>,
+    upstream_tx: Family<ClusterLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("remora");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "HTTP requests by listener, route, cluster and status class (1xx-5xx)",
+            requests.clone(),
+        );
+        let request_duration = Family::new_with_constructor(LatencyHistogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving the request head to sending the last byte of the response",
+            request_duration.clone(),
+        );
+        let upstream_duration = Family::new_with_constructor(LatencyHistogram);
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to receiving the response headers",
+            upstream_duration.clone(),
+        );
+        let proxy_errors = Family::default();
+        registry.register(
+            "proxy_errors",
+            "Responses the proxy generated itself, by reason (the x-remora-error value)",
+            proxy_errors.clone(),
+        );
+        let downstream_open = Family::default();
+        registry.register(
+            "downstream_connections_open",
+            "Open downstream connections",
+            downstream_open.clone(),
+        );
+        let downstream_total = Family::default();
+        registry.register(
+            "downstream_connections",
+            "Accepted downstream connections",
+            downstream_total.clone(),
+        );
+        let downstream_rx = Family::default();
+        registry.register(
+            "downstream_received_bytes",
+            "Bytes read from downstream connections",
+            downstream_rx.clone(),
+        );
+        let downstream_tx = Family::default();
+        registry.register(
+            "downstream_sent_bytes",
+            "Bytes written to downstream connections",
+            downstream_tx.clone(),
+        );
+        let upstream_open = Family::default();
+        registry.register(
+            "upstream_connections_open",
+            "Open upstream connections",
+            upstream_open.clone(),
+        );
+        let upstream_total = Family::default();
+        registry.register(
+            "upstream_connections",
+            "Upstream connections established",
+            upstream_total.clone(),
+        );
+        let upstream_connect_errors = Family::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed upstream connection attempts (refused, unreachable, timed out)",
+            upstream_connect_errors.clone(),
+        );
+        let upstream_rx = Family::default();
+        registry.register(
+            "upstream_received_bytes",
+            "Bytes read from upstream connections",
+            upstream_rx.clone(),
+        );
+        let upstream_tx = Family::default();
+        registry.register(
+            "upstream_sent_bytes",
+            "Bytes written to upstream connections",
+            upstream_tx.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            proxy_errors,
+            downstream_open,
+            downstream_total,
+            downstream_rx,
+            downstream_tx,
+            upstream_open,
+            upstream_total,
+            upstream_connect_errors,
+            upstream_rx,
+            upstream_tx,
+        })
+    }
+
+    /// The metrics in the Prometheus/OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn listener(&self, listener: &str, direction: &'static str) -> ListenerMetrics {
+        let labels = ListenerLabels {
+            listener: listener.to_owned(),
+            direction,
+        };
+        ListenerMetrics {
+            open: self.downstream_open.get_or_create_owned(&labels),
+            total: self.downstream_total.get_or_create_owned(&labels),
+            bytes: ByteCounters {
+                rx: self.downstream_rx.get_or_create_owned(&labels),
+                tx: self.downstream_tx.get_or_create_owned(&labels),
+            },
+            unrouted: self.status_counters(listener, direction, "", ""),
+        }
+    }
+
+    pub fn cluster(&self, cluster: &str) -> ClusterMetrics {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        ClusterMetrics {
+            open: self.upstream_open.get_or_create_owned(&labels),
+            total: self.upstream_total.get_or_create_owned(&labels),
+            connect_errors: self.upstream_connect_errors.get_or_create_owned(&labels),
+            latency: self.upstream_duration.get_or_create_owned(&labels),
+            bytes: ByteCounters {
+                rx: self.upstream_rx.get_or_create_owned(&labels),
+                tx: self.upstream_tx.get_or_create_owned(&labels),
+            },
+        }
+    }
+
+    pub fn status_counters(
+        &self,
+        listener: &str,
+        direction: &'static str,
+        route: &str,
+        cluster: &str,
+    ) -> StatusCounters {
+        let counter = |status_class| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                listener: listener.to_owned(),
+                direction,
+                route: route.to_owned(),
+                cluster: cluster.to_owned(),
+                status_class,
+            })
+        };
+        StatusCounters([
+            counter("1xx"),
+            counter("2xx"),
+            counter("3xx"),
+            counter("4xx"),
+            counter("5xx"),
+        ])
+    }
+
+    pub fn route_latency(&self, listener: &str, route: &str) -> Histogram {
+        self.request_duration.get_or_create_owned(&RouteLabels {
+            listener: listener.to_owned(),
+            route: route.to_owned(),
+        })
+    }
+
+    /// Counted once per generated response; the label set is small and fixed, so it is looked up
+    /// here rather than pre-resolved.
+    pub fn proxy_error(&self, listener: &str, reason: &'static str) {
+        self.proxy_errors
+            .get_or_create(&ErrorLabels {
+                listener: listener.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+}
+
+/// Request counters for one (listener, route, cluster), one per status class.
+#[derive(Clone, Debug)]
+pub struct StatusCounters([Counter; 5]);
+
+impl StatusCounters {
+    pub fn record(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.0[class].inc();
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ByteCounters {
+    pub rx: Counter,
+    pub tx: Counter,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    pub open: Gauge,
+    pub total: Counter,
+    pub bytes: ByteCounters,
+    /// Requests answered before a route was chosen (no route, limits): empty route and cluster.
+    pub unrouted: StatusCounters,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterMetrics {
+    pub open: Gauge,
+    pub total: Counter,
+    pub connect_errors: Counter,
+    pub latency: Histogram,
+    pub bytes: ByteCounters,
+}
+
+/// Keeps an "open" gauge up while alive: one per connection.
+pub struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    pub fn new(gauge: &Gauge, total: &Counter) -> Self {
+        gauge.inc();
+        total.inc();
+        OpenGuard(gauge.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

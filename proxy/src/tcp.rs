@@ -1,0 +1,49 @@
+//! Opaque TCP listeners: each accepted connection is forwarded, bytes both ways, to an endpoint
+//! of the listener's cluster, chosen by the same balancer as HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::context::ConnCtx;
+use crate::http::idle_expired;
+use crate::io::CountingIo;
+use crate::metrics::OpenGuard;
+use crate::upstream::{ClusterRt, connect};
+
+pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>, idle: Duration) {
+    let snapshot = ctx.shared.snapshot.load();
+    let metrics = snapshot.listeners[ctx.listener].metrics.clone();
+    drop(snapshot);
+    let _open = OpenGuard::new(&metrics.open, &metrics.total);
+
+    let ep = match cluster.pick() {
+        Ok(ep) => ep,
+        Err(e) => {
+            tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
+            return;
+        }
+    };
+    let addr = cluster.endpoints[ep].address;
+    let upstream = match connect::tcp(&cluster, addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
+            return;
+        }
+    };
+    let _up_open = OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total);
+    let mut down = CountingIo::new(stream, metrics.bytes.clone(), Some(ctx.activity.clone()));
+    let mut up = CountingIo::new(upstream, cluster.metrics.bytes.clone(), None);
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+            if let Err(e) = res {
+                tracing::debug!(peer = %ctx.peer, upstream = %addr, error = %e, "TCP proxy ended");
+            }
+        }
+        () = idle_expired(&ctx.activity, idle) => {
+            tracing::debug!(peer = %ctx.peer, upstream = %addr, "closing idle TCP connection");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Upstream connection pools, owned by the proxy rather than hyper's legacy client (see
+//! `../shared/PERFORMANCE.md`: its checkout path and channel hops were the largest user-space
+//! cost of a plain hyper proxy).
+//!
+//! HTTP/1.1: a stack of idle connections per endpoint and worker. A connection goes back on the
+//! stack when its response body has been read to the end ([`PooledBody`]); one dropped early is
+//! closed, since the rest of its response is still on the wire. The most recently used connection
+//! is taken first: it is the one least likely to have been closed by the server.
+//!
+//! HTTP/2: one multiplexed connection per endpoint and worker, opened on first use by one task
+//! while others wait for it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use tokio::time::Instant;
+
+use super::{ClusterRt, connect};
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+
+#[derive(Default)]
+pub struct Pool {
+    h1: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Held while an HTTP/2 connection is being opened, so concurrent first requests share one.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// The pools are only touched for a few instructions at a time and never across an await, so a
+/// panic while holding one cannot leave it half-updated: ignore poisoning.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    /// A live idle HTTP/1.1 connection, ready for a request.
+    async fn take_h1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<RequestBody>> {
+        loop {
+            let idle = lock(&self.h1).pop()?;
+            if idle.since.elapsed() >= idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // A connection goes back on the stack as soon as its response body ends; its task
+            // may not have run since, so readiness can lag by one poll.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn put_h1(&self, sender: http1::SendRequest<RequestBody>) {
+        if !sender.is_closed() {
+            lock(&self.h1).push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn h2_sender(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let mut slot = lock(&self.h2);
+        match &*slot {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn h2_connect(
+        &self,
+        cluster: &Arc<ClusterRt>,
+        ep: usize,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let _one_at_a_time = self.h2_connecting.lock().await;
+        if let Some(s) = self.h2_sender() {
+            return Ok(s);
+        }
+        let sender = connect::http2(cluster, cluster.endpoints[ep].address).await?;
+        *lock(&self.h2) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Drops connections idle for `idle_timeout` or already closed by the server.
+    pub fn reap(&self, idle_timeout: Duration) {
+        lock(&self.h1).retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+            *h2 = None;
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        lock(&self.h1).len() + usize::from(lock(&self.h2).is_some())
+    }
+}
+
+pub async fn send_http1(
+    cluster: &Arc<ClusterRt>,
+    ep: usize,
+    mut req: Request<RequestBody>,
+) -> Result<Response<PooledBody>, ProxyError> {
+    let pool = cluster.pool(ep);
+    loop {
+        let (mut sender, reused) = match pool.take_h1(cluster.idle_timeout).await {
+            Some(s) => (s, true),
+            None => (
+                connect::http1(cluster, cluster.endpoints[ep].address).await?,
+                false,
+            ),
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let ret = Return {
+                    cluster: cluster.clone(),
+                    ep,
+                    sender,
+                };
+                return Ok(resp.map(|inner| PooledBody::new(inner, Some(ret))));
+            }
+            // A pooled connection the server closed while it sat idle: the request was never
+            // written, so it can go on another connection.
+            Err(mut e) if reused && e.message().is_some() => {
+                req = e.take_message().expect("checked above");
+            }
+            Err(e) => return Err(ProxyError::from_upstream(e.into_error())),
+        }
+    }
+}
+
+pub async fn send_http2(
+    cluster: &Arc<ClusterRt>,
+    ep: usize,
+    mut req: Request<RequestBody>,
+) -> Result<Response<PooledBody>, ProxyError> {
+    let pool = cluster.pool(ep);
+    let mut retried = false;
+    loop {
+        let mut sender = match pool.h2_sender() {
+            Some(s) => s,
+            None => pool.h2_connect(cluster, ep).await?,
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, None))),
+            // The connection went away before the request was queued on it: open a new one once.
+            Err(mut e) if !retried && e.message().is_some() => {
+                retried = true;
+                req = e.take_message().expect("checked above");
+            }
+            Err(e) => return Err(ProxyError::from_upstream(e.into_error())),
+        }
+    }
+}
+
+/// Puts an HTTP/1.1 connection back into its pool.
+struct Return {
+    cluster: Arc<ClusterRt>,
+    ep: usize,
+    sender: http1::SendRequest<RequestBody>,
+}
+
+/// An upstream response body. For HTTP/1.1 it returns the connection to the pool the moment the
+/// body has been read to its end.
+pub struct PooledBody {
+    inner: Incoming,
+    ret: Option<Return>,
+}
+
+impl PooledBody {
+    fn new(inner: Incoming, ret: Option<Return>) -> Self {
+        let mut body = PooledBody { inner, ret };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.ret.take() {
+            r.cluster.pool(r.ep).put_h1(r.sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // An error mid-body leaves the connection unusable: dropping the sender closes it.
+            Poll::Ready(Some(Err(_))) => self.ret = None,
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
