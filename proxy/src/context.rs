@@ -53,7 +53,8 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
-    pub fn new(shared: Arc<Shared>, listener: usize, peer: SocketAddr) -> Self {
+    /// `http`: whether the connection speaks HTTP (its request heads are timed).
+    pub fn new(shared: Arc<Shared>, listener: usize, peer: SocketAddr, http: bool) -> Self {
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a valid header value");
         ConnCtx {
@@ -61,7 +62,7 @@ impl ConnCtx {
             listener,
             peer,
             client_ip,
-            activity: Arc::default(),
+            activity: Arc::new(Activity::new(http)),
         }
     }
 }

@@ -51,13 +51,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the client's address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`.
 /// `client_ip` is rendered once per connection, not per request.
-pub fn append_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str) {
-    append_list(headers, X_FORWARDED_FOR, client_ip.as_bytes());
-    append_list(headers, X_FORWARDED_PROTO, proto.as_bytes());
+pub fn append_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
+    append_list(headers, X_FORWARDED_FOR, client_ip);
+    append_list(headers, X_FORWARDED_PROTO, proto);
 }
 
+pub const PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+
 /// Appends `item` to a comma-separated list header, merging repeated header lines into one.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
+/// When the header is absent (the common case) `item` is inserted as is: a reference-count bump,
+/// no allocation.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
     let merged = {
         let mut values = headers.get_all(&name).iter().peekable();
         if values.peek().is_none() {
@@ -68,14 +72,14 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
                 out.extend_from_slice(v.as_bytes());
                 out.extend_from_slice(b", ");
             }
-            out.extend_from_slice(item);
+            out.extend_from_slice(item.as_bytes());
             Some(out)
         }
     };
     let value = match merged {
         // The parts were valid header values joined by ", ": still valid.
         Some(bytes) => HeaderValue::from_bytes(&bytes).expect("joined header values"),
-        None => HeaderValue::from_bytes(item).expect("client ip or scheme"),
+        None => item.clone(),
     };
     headers.insert(name, value);
 }
@@ -168,7 +172,7 @@ mod tests {
     fn forwarded_headers_append() {
         let ip = HeaderValue::from_static("10.0.0.7");
         let mut h = HeaderMap::new();
-        append_forwarded(&mut h, &ip, "http");
+        append_forwarded(&mut h, &ip, &PROTO_HTTP);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "http");
 
@@ -177,7 +181,7 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        append_forwarded(&mut h, &ip, "http");
+        append_forwarded(&mut h, &ip, &PROTO_HTTP);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.7");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https, http");

@@ -3,24 +3,51 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::metrics::ByteCounters;
 
-/// What the idle timer of one downstream connection watches.
-#[derive(Debug, Default)]
+/// What the timers of one downstream connection watch: idleness, and (HTTP/1.x only) how long
+/// the current request head has been arriving.
+///
+/// hyper's own header-read timeout also runs while a keep-alive connection waits for its next
+/// request, so it would close idle connections after 10 s instead of the idle timeout (and arm a
+/// timer per request). Instead the transport notes when the first byte of a head arrives, the
+/// service notes when the head is complete, and one coarse periodic check per connection
+/// ([`crate::http::watch`]) compares the two.
+#[derive(Debug)]
 pub struct Activity {
     /// Bumped on every read or write that moved bytes.
     io_ops: AtomicU64,
     /// Requests whose response has not finished yet; a connection with one is never idle, even
     /// when a slow upstream keeps it silent.
     in_flight: AtomicUsize,
+    /// When the first byte of the request head being read arrived, in ms since `epoch`, plus
+    /// one; 0 when no head is being read.
+    head_started: AtomicU64,
+    /// Whether head timing applies: HTTP/1.x connections. Cleared when the client opens with the
+    /// HTTP/2 preface (HTTP/2 frames between requests are not request heads).
+    times_heads: AtomicBool,
+    epoch: Instant,
 }
 
 impl Activity {
+    /// `http`: time request heads (HTTP listeners); false for opaque TCP.
+    pub fn new(http: bool) -> Self {
+        Activity {
+            io_ops: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            head_started: AtomicU64::new(0),
+            times_heads: AtomicBool::new(http),
+            epoch: Instant::now(),
+        }
+    }
+
     pub fn io_ops(&self) -> u64 {
         self.io_ops.load(Ordering::Relaxed)
     }
@@ -29,12 +56,46 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// A complete request head arrived.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
     }
 
     pub fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How long the head being read has been arriving, if one is.
+    pub fn head_age(&self) -> Option<Duration> {
+        match self.head_started.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(self.elapsed().saturating_sub(Duration::from_millis(t - 1))),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.epoch)
+    }
+
+    fn on_read(&self, data: &[u8]) {
+        let first = self.io_ops.fetch_add(1, Ordering::Relaxed) == 0;
+        if !self.times_heads.load(Ordering::Relaxed) {
+            return;
+        }
+        if first && data.starts_with(b"PRI ") {
+            self.times_heads.store(false, Ordering::Relaxed);
+            return;
+        }
+        // With nothing in flight, bytes from the client are the start of the next head.
+        if self.in_flight() == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+            let now = self.elapsed().as_millis() as u64 + 1;
+            self.head_started.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn on_write(&self) {
+        self.io_ops.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -52,12 +113,6 @@ impl<T> CountingIo<T> {
             activity,
         }
     }
-
-    fn moved(&self) {
-        if let Some(a) = &self.activity {
-            a.io_ops.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
@@ -71,7 +126,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.bytes.rx.inc_by(n as u64);
-            self.moved();
+            if let Some(a) = &self.activity {
+                a.on_read(&buf.filled()[before..]);
+            }
         }
         res
     }
@@ -119,7 +176,9 @@ impl<T> CountingIo<T> {
     fn wrote(&mut self, n: usize) {
         if n > 0 {
             self.bytes.tx.inc_by(n as u64);
-            self.moved();
+            if let Some(a) = &self.activity {
+                a.on_write();
+            }
         }
     }
 }

@@ -204,7 +204,10 @@ async fn accept_loop(shared: Arc<Shared>, index: usize, listener: tokio::net::Tc
     let snapshot = shared.snapshot.load_full();
     let limits = &snapshot.config.limits;
     let builder = Arc::new(crate::http::builder(limits));
-    let idle = limits.idle_timeout;
+    let timeouts = crate::http::Timeouts {
+        idle: limits.idle_timeout,
+        header_read: limits.header_read_timeout,
+    };
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -216,12 +219,14 @@ async fn accept_loop(shared: Arc<Shared>, index: usize, listener: tokio::net::Tc
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::new(ConnCtx::new(shared.clone(), index, peer));
         match &snapshot.listeners[index].kind {
             ListenerRtKind::Http(_) => {
-                tokio::spawn(crate::http::serve(ctx, stream, builder.clone(), idle));
+                let ctx = Arc::new(ConnCtx::new(shared.clone(), index, peer, true));
+                tokio::spawn(crate::http::serve(ctx, stream, builder.clone(), timeouts));
             }
             ListenerRtKind::Tcp(cluster) => {
+                let ctx = Arc::new(ConnCtx::new(shared.clone(), index, peer, false));
+                let idle = timeouts.idle;
                 tokio::spawn(crate::tcp::serve(ctx, stream, cluster.clone(), idle));
             }
         }

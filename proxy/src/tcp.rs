@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::context::ConnCtx;
-use crate::http::idle_expired;
+use crate::http::watch;
 use crate::io::CountingIo;
 use crate::metrics::OpenGuard;
 use crate::upstream::{ClusterRt, connect};
@@ -42,7 +42,7 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
                 tracing::debug!(peer = %ctx.peer, upstream = %addr, error = %e, "TCP proxy ended");
             }
         }
-        () = idle_expired(&ctx.activity, idle) => {
+        _ = watch(&ctx.activity, idle, None) => {
             tracing::debug!(peer = %ctx.peer, upstream = %addr, "closing idle TCP connection");
         }
     }

@@ -14,15 +14,29 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The `traceparent` to forward, given the one received (if any).
 pub fn next_traceparent(incoming: Option<&HeaderValue>, rng: &mut impl Rng) -> HeaderValue {
     let span = nonzero(rng);
-    let text = match incoming.and_then(|v| parse(v.as_bytes())) {
-        Some(parent) => format!("00-{}-{:016x}-{}", parent.trace_id, span, parent.flags),
-        None => {
-            let (hi, lo) = (rng.next_u64(), nonzero(rng));
-            format!("00-{hi:016x}{lo:016x}-{span:016x}-01")
+    // Built in place: this runs on every request, and a `format!` would allocate twice.
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming.and_then(|v| parse(v.as_bytes())) {
+        Some(parent) => {
+            out[3..35].copy_from_slice(parent.trace_id.as_bytes());
+            out[53..55].copy_from_slice(parent.flags.as_bytes());
         }
-    };
+        None => {
+            hex_u64(rng.next_u64(), &mut out[3..19]);
+            hex_u64(nonzero(rng), &mut out[19..35]);
+        }
+    }
+    hex_u64(span, &mut out[36..52]);
     // Only lowercase hex and dashes: always a valid header value.
-    HeaderValue::from_str(&text).expect("traceparent is ASCII")
+    HeaderValue::from_bytes(&out).expect("traceparent is ASCII")
+}
+
+/// Writes `v` as 16 lowercase hex digits.
+pub fn hex_u64(v: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().take(16).enumerate() {
+        *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 struct Parent<'a> {

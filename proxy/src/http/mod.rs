@@ -24,9 +24,11 @@ pub type Builder = auto::Builder<TokioExecutor>;
 /// make us buffer more than twice the configured head size.
 pub fn builder(limits: &Limits) -> Builder {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // The header-read timeout is ours (see `watch`): hyper's would also cut idle keep-alive
+    // connections after it.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size((limits.max_request_header_bytes * 2).max(8192))
         .max_headers(limits.max_request_headers * 2);
     b.http2().timer(TokioTimer::new()).max_header_list_size(
@@ -35,7 +37,14 @@ pub fn builder(limits: &Limits) -> Builder {
     b
 }
 
-pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, idle: Duration) {
+/// The per-connection timeouts of an HTTP listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Duration,
+    pub header_read: Duration,
+}
+
+pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, t: Timeouts) {
     let snapshot = ctx.shared.snapshot.load();
     let metrics = &snapshot.listeners[ctx.listener].metrics;
     let _open = OpenGuard::new(&metrics.open, &metrics.total);
@@ -46,8 +55,8 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
     let svc = service_fn(move |req| service::handle(ctx.clone(), req));
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let idle_expired = idle_expired(&activity, idle);
-    tokio::pin!(idle_expired);
+    let expiry = watch(&activity, t.idle, Some(t.header_read));
+    tokio::pin!(expiry);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -57,28 +66,54 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
                 }
                 return;
             }
-            () = idle_expired.as_mut(), if !closing => {
-                tracing::debug!(?idle, "closing idle downstream connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            why = expiry.as_mut(), if !closing => match why {
+                Expiry::Idle => {
+                    tracing::debug!(idle = ?t.idle, "closing idle downstream connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Expiry::HeadTimeout => {
+                    // A client trickling its request head (slowloris): drop it, no goodbye.
+                    tracing::debug!(timeout = ?t.header_read, "request head too slow; closing");
+                    return;
+                }
             }
         }
     }
 }
 
-/// Resolves once the connection has had no request in flight and no bytes moving for `timeout`.
-/// It checks four times per timeout, so it fires within 1.25 x `timeout`.
-pub async fn idle_expired(activity: &Activity, timeout: Duration) {
-    let tick = (timeout / 4).max(Duration::from_millis(5));
+/// Why [`watch`] fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No request in flight and no bytes moving for the idle timeout.
+    Idle,
+    /// A request head has been arriving for longer than the header-read timeout.
+    HeadTimeout,
+}
+
+/// Resolves when the connection has expired. It checks periodically rather than arming a timer
+/// per request: four times per idle timeout and twice per header-read timeout, so it fires
+/// within 1.25x the idle timeout and 1.5x the header-read timeout.
+pub async fn watch(activity: &Activity, idle: Duration, header_read: Option<Duration>) -> Expiry {
+    let mut tick = idle / 4;
+    if let Some(h) = header_read {
+        tick = tick.min(h / 2);
+    }
+    let tick = tick.max(Duration::from_millis(5));
     let mut last = activity.io_ops();
     let mut quiet = Duration::ZERO;
     loop {
         tokio::time::sleep(tick).await;
+        if let (Some(limit), Some(age)) = (header_read, activity.head_age())
+            && age >= limit
+        {
+            return Expiry::HeadTimeout;
+        }
         let now = activity.io_ops();
         if now == last && activity.in_flight() == 0 {
             quiet += tick;
-            if quiet >= timeout {
-                return;
+            if quiet >= idle {
+                return Expiry::Idle;
             }
         } else {
             quiet = Duration::ZERO;
@@ -90,25 +125,81 @@ pub async fn idle_expired(activity: &Activity, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn idle_fires_after_the_timeout_of_silence() {
-        let activity = Activity::default();
-        let start = tokio::time::Instant::now();
-        idle_expired(&activity, Duration::from_secs(60)).await;
+        let activity = Activity::new(true);
+        let start = Instant::now();
+        let why = watch(
+            &activity,
+            Duration::from_secs(60),
+            Some(Duration::from_secs(10)),
+        )
+        .await;
+        assert_eq!(why, Expiry::Idle);
         let waited = start.elapsed();
         assert!(waited >= Duration::from_secs(60) && waited <= Duration::from_secs(75));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_keeps_the_connection() {
-        let activity = Activity::default();
+        let activity = Activity::new(true);
         activity.request_started();
         let fired = tokio::time::timeout(
             Duration::from_secs(600),
-            idle_expired(&activity, Duration::from_secs(60)),
+            watch(
+                &activity,
+                Duration::from_secs(60),
+                Some(Duration::from_secs(10)),
+            ),
         )
         .await;
-        assert!(fired.is_err(), "idle timer fired with a request in flight");
+        assert!(fired.is_err(), "fired with a request in flight");
+    }
+
+    /// Drives an `Activity` through a real transport: bytes read with nothing in flight start
+    /// a head; a complete head (request_started) stops the clock.
+    async fn feed(activity: &Arc<Activity>, data: &[u8]) {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let metrics = Metrics::new().listener("t", "inbound").bytes;
+        let mut io = CountingIo::new(server, metrics, Some(activity.clone()));
+        client.write_all(data).await.unwrap();
+        let mut buf = vec![0; data.len()];
+        io.read_exact(&mut buf).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_times_out_but_a_quiet_keep_alive_does_not() {
+        let header_read = Some(Duration::from_secs(10));
+        let idle = Duration::from_secs(3600);
+
+        let slow = Arc::new(Activity::new(true));
+        feed(&slow, b"GET / HTTP/1.1\r\nHo").await;
+        let start = Instant::now();
+        assert_eq!(watch(&slow, idle, header_read).await, Expiry::HeadTimeout);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_secs(10) && waited <= Duration::from_secs(15));
+
+        // A head that completed, then a long pause between requests: only idle applies.
+        let kept = Arc::new(Activity::new(true));
+        feed(&kept, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        kept.request_started();
+        kept.request_finished();
+        let start = Instant::now();
+        assert_eq!(watch(&kept, idle, header_read).await, Expiry::Idle);
+        assert!(start.elapsed() >= idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_and_tcp_connections_have_no_head_timer() {
+        let h2 = Arc::new(Activity::new(true));
+        feed(&h2, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        assert_eq!(h2.head_age(), None);
+        let tcp = Arc::new(Activity::new(false));
+        feed(&tcp, b"GET / HTTP/1.1\r\n").await;
+        assert_eq!(tcp.head_age(), None);
     }
 }

@@ -82,7 +82,7 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
-    headers::append_forwarded(h, &ctx.client_ip, "http");
+    headers::append_forwarded(h, &ctx.client_ip, &headers::PROTO_HTTP);
     done.set_request_id(&headers::ensure_request_id(h, &mut ThreadRng));
     let traceparent = trace::next_traceparent(h.get(trace::TRACEPARENT), &mut ThreadRng);
     h.insert(trace::TRACEPARENT, traceparent);
@@ -187,11 +187,11 @@ fn set_target(
     match protocol {
         UpstreamProtocol::Http1 => {
             if let Some(authority) = parts.uri.authority() {
-                if !parts.headers.contains_key(HOST) {
-                    let host = HeaderValue::from_str(authority.as_str())
-                        .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
-                    parts.headers.insert(HOST, host);
-                }
+                // RFC 9112 section 3.2.2: the target's authority replaces any Host received
+                // (and it is what routing matched on). HTTP/2's :authority is treated alike.
+                let host = HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+                parts.headers.insert(HOST, host);
                 let path = parts.uri.path_and_query().cloned();
                 parts.uri = Uri::from(path.unwrap_or_else(|| PathAndQuery::from_static("/")));
             } else if !parts.headers.contains_key(HOST) {
@@ -265,6 +265,14 @@ mod tests {
         assert_eq!(p.uri, "http://api.local:8080/x?y=1");
         assert!(!p.headers.contains_key(HOST));
         assert_eq!(p.version, Version::HTTP_2);
+    }
+
+    #[test]
+    fn an_absolute_target_replaces_a_conflicting_host() {
+        let mut p = parts("http://api.local/x", Version::HTTP_11, Some("other.local"));
+        set_target(&mut p, UpstreamProtocol::Http1, EP.parse().unwrap()).unwrap();
+        assert_eq!(p.headers[HOST], "api.local");
+        assert_eq!(p.uri, "/x");
     }
 
     #[test]

@@ -1,0 +1,464 @@
+//! The proxy as a child process: the real program, started the way users start it.
+//!
+//! [`ProxyProcess::start`] writes a config to a temp dir and runs
+//! `remora-proxy --config FILE --write-addrs FILE`; the proxy writes the addresses it bound
+//! (port 0 resolved) to the second file, and the harness then polls the admin `/ready` until it
+//! answers 200. No fixed ports, no sleeps.
+//!
+//! Output is captured line by line: access-log lines on stdout by default, the proxy's own logs
+//! on stderr. The child is killed on drop; if the test is panicking, its stderr is printed first.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+use crate::raw::{self, RawResponse};
+use crate::util::{TempDir, wait_for};
+
+/// How long a proxy gets to bind and become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`ProxyProcess::wait_metric`] waits for a value.
+pub const METRIC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Name of the proxy program built by this package (see `src/bin/e2e-remora-proxy.rs`).
+pub const BIN_NAME: &str = "e2e-remora-proxy";
+
+/// Path of the proxy program.
+///
+/// `REMORA_PROXY_BIN` wins when set (to run the suite against another build, e.g. release).
+/// Otherwise it is found next to the running test executable, where Cargo puts a package's
+/// binaries (`target/<profile>/deps/<test>` -> `target/<profile>/e2e-remora-proxy`); nextest's
+/// `NEXTEST_BIN_EXE_*` is used when present. Integration tests can compare this with
+/// `env!("CARGO_BIN_EXE_e2e-remora-proxy")`, which only they can see.
+pub fn proxy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REMORA_PROXY_BIN") {
+        return PathBuf::from(p);
+    }
+    for var in [
+        format!("NEXTEST_BIN_EXE_{BIN_NAME}"),
+        format!("NEXTEST_BIN_EXE_{}", BIN_NAME.replace('-', "_")),
+    ] {
+        if let Some(p) = std::env::var_os(var) {
+            return PathBuf::from(p);
+        }
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test executable has a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
+    dir.join(format!("{BIN_NAME}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Lines a child process wrote on one stream, as they arrive.
+#[derive(Debug, Default)]
+pub struct Captured {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Captured {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Everything so far, joined with newlines.
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Waits until at least `n` lines have arrived and returns all of them. Panics on timeout.
+    pub fn wait_for_lines(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        while lines.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {timeout:?} waiting for {n} lines; have {}:\n{}",
+                lines.len(),
+                lines.join("\n")
+            );
+            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+        }
+        lines.clone()
+    }
+
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
+
+    fn pump(self: Arc<Self>, from: impl Read + Send + 'static) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                match line {
+                    Ok(line) => self.push(line),
+                    Err(_) => break,
+                }
+            }
+        })
+    }
+}
+
+/// The addresses a proxy bound, as written to its `--write-addrs` file.
+#[derive(Debug, Clone)]
+pub struct BoundAddrs {
+    pub admin: Option<SocketAddr>,
+    /// `(listener name, address)`.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+impl BoundAddrs {
+    fn parse(text: &str) -> BoundAddrs {
+        let doc: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("addrs file {text:?}: {e}"));
+        let addr = |v: &serde_json::Value| -> SocketAddr {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("bad address {v} in {text}"))
+        };
+        let admin = (!doc["admin"].is_null()).then(|| addr(&doc["admin"]));
+        let listeners = doc["listeners"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no listeners in {text}"))
+            .iter()
+            .map(|(name, a)| (name.clone(), addr(a)))
+            .collect();
+        BoundAddrs { admin, listeners }
+    }
+}
+
+/// How to start a proxy: config text and/or extra command-line arguments.
+#[derive(Debug, Default, Clone)]
+pub struct ProxyBuilder {
+    config: Option<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl ProxyBuilder {
+    /// Run with `--config` pointing at a file holding `yaml`.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.to_owned());
+        self
+    }
+
+    /// An extra command-line argument (zero-config flags, `--workers`, ...).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Spawns the proxy and waits until it is ready: its addresses are written and, if it has
+    /// an admin listener, `/ready` answers 200. Panics (with the proxy's stderr) if it exits or
+    /// is not ready within [`START_TIMEOUT`].
+    ///
+    /// Blocks the calling thread for the few milliseconds that takes, which is harmless in an
+    /// async test too: upstreams and client connections run on runtimes of their own.
+    pub fn start(self) -> ProxyProcess {
+        let dir = TempDir::new("proxy");
+        let addrs_file = dir.path().join("addrs.json");
+        let mut cmd = Command::new(proxy_bin());
+        if let Some(yaml) = &self.config {
+            let config_file = dir.path().join("remora.yaml");
+            std::fs::write(&config_file, yaml).expect("write config");
+            cmd.arg("--config").arg(&config_file);
+        }
+        cmd.arg("--write-addrs")
+            .arg(&addrs_file)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", proxy_bin().display()));
+        let stdout = Arc::new(Captured::default());
+        let stderr = Arc::new(Captured::default());
+        let pumps = vec![
+            stdout.clone().pump(child.stdout.take().unwrap()),
+            stderr.clone().pump(child.stderr.take().unwrap()),
+        ];
+        let mut proxy = ProxyProcess {
+            child,
+            addrs: BoundAddrs {
+                admin: None,
+                listeners: Vec::new(),
+            },
+            stdout,
+            stderr,
+            pumps,
+            config: self.config,
+            dir,
+        };
+        proxy.addrs = proxy.wait_for_addrs(&addrs_file);
+        if let Some(admin) = proxy.addrs.admin {
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                proxy.assert_running("waiting for /ready");
+                if raw::get(admin, "/ready").is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "proxy not ready after {START_TIMEOUT:?}; stderr:\n{}",
+                    proxy.stderr.text()
+                );
+                std::thread::sleep(crate::util::POLL_INTERVAL);
+            }
+        }
+        proxy
+    }
+}
+
+/// A running `remora-proxy` child process.
+pub struct ProxyProcess {
+    child: Child,
+    addrs: BoundAddrs,
+    stdout: Arc<Captured>,
+    stderr: Arc<Captured>,
+    pumps: Vec<JoinHandle<()>>,
+    /// The config it was started with, if any, for failure messages.
+    config: Option<String>,
+    /// Holds the config and addrs files; removed on drop.
+    dir: TempDir,
+}
+
+impl ProxyProcess {
+    /// Starts a proxy from config text. See [`ProxyBuilder::start`].
+    pub fn start(yaml: &str) -> ProxyProcess {
+        ProxyProcess::builder().config(yaml).start()
+    }
+
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder::default()
+    }
+
+    fn wait_for_addrs(&mut self, file: &Path) -> BoundAddrs {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.assert_running("waiting for the addrs file");
+            if let Ok(text) = std::fs::read_to_string(file) {
+                return BoundAddrs::parse(&text);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy wrote no addrs file within {START_TIMEOUT:?}; stderr:\n{}",
+                self.stderr.text()
+            );
+            std::thread::sleep(crate::util::POLL_INTERVAL);
+        }
+    }
+
+    fn assert_running(&mut self, doing: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // Let the pumps collect the last words.
+            for p in self.pumps.drain(..) {
+                let _ = p.join();
+            }
+            panic!(
+                "proxy exited with {status} while {doing}\nconfig:\n{}\nstderr:\n{}",
+                self.config.as_deref().unwrap_or("(none)"),
+                self.stderr.text()
+            );
+        }
+    }
+
+    /// The bound address of listener `name`. Panics if there is no such listener.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.addrs
+            .listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.addrs.listeners))
+    }
+
+    /// The admin address. Panics if the config has no admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.addrs.admin.expect("this proxy has no admin listener")
+    }
+
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The directory holding this proxy's config file; tests may put other files there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Resident memory of the proxy process in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// Samples the proxy's RSS every few milliseconds on a thread until [`RssSampler::stop`].
+    pub fn rss_sampler(&self) -> RssSampler {
+        RssSampler::start(self.pid())
+    }
+
+    /// `GET path` on the admin listener.
+    pub fn admin_get(&self, path: &str) -> RawResponse {
+        raw::get(self.admin(), path).unwrap_or_else(|e| panic!("admin GET {path}: {e}"))
+    }
+
+    /// The `/metrics` page as text.
+    pub fn metrics(&self) -> String {
+        let resp = self.admin_get("/metrics");
+        assert_eq!(resp.status, 200, "/metrics: {}", resp.text());
+        resp.text()
+    }
+
+    /// The `/metrics` page, parsed into samples.
+    pub fn scrape(&self) -> Metrics {
+        Metrics::parse(&self.metrics())
+    }
+
+    /// One sample: the value of `name` with exactly these labels, `None` if absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.scrape().get(name, labels)
+    }
+
+    /// Waits (blocking the thread) until `name{labels}` equals `want`. Panics after 5 s,
+    /// showing the last value. An exchange is counted when its response body ends, which can be
+    /// a moment after the client has read that body.
+    pub fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: f64) {
+        let deadline = Instant::now() + METRIC_TIMEOUT;
+        loop {
+            let got = self.metric(name, labels);
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} is {got:?} after {METRIC_TIMEOUT:?}, want {want}"
+            );
+            std::thread::sleep(crate::util::POLL_INTERVAL);
+        }
+    }
+
+    /// Lines the proxy wrote to stdout (access-log lines by default).
+    pub fn stdout(&self) -> &Captured {
+        &self.stdout
+    }
+
+    /// Lines the proxy wrote to stderr (its own logs).
+    pub fn stderr(&self) -> &Captured {
+        &self.stderr
+    }
+
+    /// Asks the proxy to shut down (SIGTERM) and waits for it to exit; afterwards all of its
+    /// output has been captured. Panics if it does not exit within 10 s.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        let status = wait_for("the proxy to exit", Duration::from_secs(10), || {
+            self.child.try_wait().expect("try_wait")
+        });
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+        status
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- remora-proxy (pid {}) stderr ---\n{}\n--- end ---",
+                self.pid(),
+                self.stderr.text()
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+}
+
+/// `VmRSS` of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Peak resident memory of a process over a span of time, sampled on a thread.
+pub struct RssSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl RssSampler {
+    /// How often the RSS is read.
+    pub const INTERVAL: Duration = Duration::from_millis(2);
+
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = rss_kib(pid);
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    peak = peak.max(rss_kib(pid));
+                    std::thread::sleep(Self::INTERVAL);
+                }
+                peak.max(rss_kib(pid))
+            })
+        };
+        RssSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; returns the peak RSS seen, in KiB.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread
+            .take()
+            .expect("not stopped yet")
+            .join()
+            .expect("sampler thread")
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
