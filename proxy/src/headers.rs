@@ -1,10 +1,11 @@
 //! Header rules applied to every proxied message: hop-by-hop removal (RFC 9110 section 7.6.1),
 //! `X-Forwarded-*`, `x-request-id`, and a route's configured rewrites.
 //!
-//! Every function only touches headers that are present; the common request carries none of the
-//! hop-by-hop ones and pays one lookup each.
+//! These run on every request and response, so each costs as few header-map hash lookups as it
+//! can: one pass over the names decides whether any hop-by-hop field is there at all (the common
+//! message carries none), and the entry API finds-or-inserts with a single hash.
 
-use http::header::{CONNECTION, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, Entry, HeaderName, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue};
 use rand::Rng;
 use remora_config::model::HeaderRewrite;
@@ -20,13 +21,22 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// and Upgrade. `TE: trailers` is kept, as Envoy does: gRPC needs it end to end, and it only
 /// says the client accepts trailers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Comparing a name against standard headers is an integer compare; a pass over a typical
+    // dozen names is cheaper than six hash lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
+        // Nearly every Connection header says only `keep-alive` or `close`: neither names a
+        // field that survives below, so only other tokens are collected (and allocated).
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -49,6 +59,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Appends the client's address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`.
 /// `client_ip` is rendered once per connection, not per request.
 pub fn append_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
@@ -62,36 +81,29 @@ pub const PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
 /// When the header is absent (the common case) `item` is inserted as is: a reference-count bump,
 /// no allocation.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
-    let merged = {
-        let mut values = headers.get_all(&name).iter().peekable();
-        if values.peek().is_none() {
-            None
-        } else {
+    match headers.entry(name) {
+        Entry::Vacant(v) => {
+            v.insert(item.clone());
+        }
+        Entry::Occupied(mut o) => {
             let mut out = Vec::with_capacity(64);
-            for v in values {
+            for v in o.iter() {
                 out.extend_from_slice(v.as_bytes());
                 out.extend_from_slice(b", ");
             }
             out.extend_from_slice(item.as_bytes());
-            Some(out)
+            // The parts were valid header values joined by ", ": still valid.
+            o.insert(HeaderValue::from_bytes(&out).expect("joined header values"));
         }
-    };
-    let value = match merged {
-        // The parts were valid header values joined by ", ": still valid.
-        Some(bytes) => HeaderValue::from_bytes(&bytes).expect("joined header values"),
-        None => item.clone(),
-    };
-    headers.insert(name, value);
+    }
 }
 
 /// Returns the request's `x-request-id`, setting a new random (UUID v4 format) one if absent.
 pub fn ensure_request_id(headers: &mut HeaderMap, rng: &mut impl Rng) -> HeaderValue {
-    if let Some(id) = headers.get(X_REQUEST_ID) {
-        return id.clone();
+    match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(o) => o.get().clone(),
+        Entry::Vacant(v) => v.insert(new_request_id(rng)).clone(),
     }
-    let id = new_request_id(rng);
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
 }
 
 fn new_request_id(rng: &mut impl Rng) -> HeaderValue {

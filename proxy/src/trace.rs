@@ -6,10 +6,24 @@
 //! handing the app an unsampled parent would silently switch its tracing off, while `01` leaves
 //! it doing what it did without a proxy in front. `tracestate` passes through untouched.
 
-use http::HeaderValue;
+use http::header::Entry;
+use http::{HeaderMap, HeaderValue};
 use rand::Rng;
 
 pub const TRACEPARENT: &str = "traceparent";
+
+/// Replaces the request's `traceparent` with the proxy's child (or a new trace), with one lookup.
+pub fn propagate(headers: &mut HeaderMap, rng: &mut impl Rng) {
+    match headers.entry(TRACEPARENT) {
+        Entry::Occupied(mut o) => {
+            let next = next_traceparent(Some(o.get()), rng);
+            o.insert(next);
+        }
+        Entry::Vacant(v) => {
+            v.insert(next_traceparent(None, rng));
+        }
+    }
+}
 
 /// The `traceparent` to forward, given the one received (if any).
 pub fn next_traceparent(incoming: Option<&HeaderValue>, rng: &mut impl Rng) -> HeaderValue {

@@ -30,7 +30,8 @@ pub fn builder(limits: &Limits) -> Builder {
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size((limits.max_request_header_bytes * 2).max(8192))
-        .max_headers(limits.max_request_headers * 2);
+        .max_headers(limits.max_request_headers * 2)
+        .writev(false);
     b.http2().timer(TokioTimer::new()).max_header_list_size(
         u32::try_from(limits.max_request_header_bytes * 2).unwrap_or(u32::MAX),
     );

@@ -28,6 +28,7 @@ use crate::rng::ThreadRng;
 use crate::route::RequestView;
 use crate::snapshot::{ListenerRtKind, Snapshot};
 use crate::trace;
+use crate::upstream::pool;
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
@@ -84,16 +85,26 @@ async fn forward(
     headers::strip_hop_by_hop(h);
     headers::append_forwarded(h, &ctx.client_ip, &headers::PROTO_HTTP);
     done.set_request_id(&headers::ensure_request_id(h, &mut ThreadRng));
-    let traceparent = trace::next_traceparent(h.get(trace::TRACEPARENT), &mut ThreadRng);
-    h.insert(trace::TRACEPARENT, traceparent);
+    trace::propagate(h, &mut ThreadRng);
     headers::rewrite(h, &route.request_headers);
     set_target(&mut parts, cluster.protocol, addr)?;
 
     let (body, body_stats) = RequestBody::new(body, limits.max_request_body_bytes);
     done.request_body = body_stats.clone();
     let sent_at = Instant::now();
-    let exchange = cluster.send(ep, Request::from_parts(parts, body));
-    let mut resp = match tokio::time::timeout_at(start + route.timeout, exchange).await {
+    let req = Request::from_parts(parts, body);
+    let deadline = start + route.timeout;
+    // One await per protocol rather than a shared wrapper future: each layer of futures is
+    // another copy of the request state on every request.
+    let result = match cluster.protocol {
+        UpstreamProtocol::Http1 => {
+            tokio::time::timeout_at(deadline, pool::send_http1(cluster, ep, req)).await
+        }
+        UpstreamProtocol::Http2 => {
+            tokio::time::timeout_at(deadline, pool::send_http2(cluster, ep, req)).await
+        }
+    };
+    let mut resp = match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(err)) => {
             let over =

@@ -1,8 +1,14 @@
 //! Opening upstream connections: TCP with a connect timeout, then the HTTP handshake. Each
-//! connection's task keeps the cluster's open-connections gauge up while it lives.
+//! connection holds the cluster's open-connections gauge up while it lives.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -42,23 +48,73 @@ fn counted(cluster: &ClusterRt, stream: TcpStream) -> Io {
     TokioIo::new(CountingIo::new(stream, cluster.metrics.bytes.clone(), None))
 }
 
-pub async fn http1(
-    cluster: &Arc<ClusterRt>,
-    addr: SocketAddr,
-) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+/// An HTTP/1.1 upstream connection that is not spawned: whoever holds it drives it (see
+/// [`H1Conn::drive`]). The request's own task sends, waits for and streams the response while
+/// driving the connection, so an exchange costs no hop to a connection task and back.
+pub struct H1Conn {
+    pub sender: http1::SendRequest<RequestBody>,
+    conn: http1::Connection<Io, RequestBody>,
+    /// Set once `conn` has resolved; a finished future must not be polled again.
+    done: bool,
+    _open: OpenGuard,
+}
+
+impl H1Conn {
+    /// Lets the connection read and write. Returns false once it has ended (closed or failed).
+    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        drive(&mut self.conn, &mut self.done, cx)
+    }
+
+    /// Drives the connection once and reports whether it can take a request now.
+    pub fn poll_usable(&mut self, cx: &mut Context<'_>) -> bool {
+        self.drive(cx) && matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
+    }
+
+    /// Sends `req` and drives the connection until the response head arrives.
+    pub async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
+        let mut resp = std::pin::pin!(self.sender.try_send_request(req));
+        // `resp` borrows the sender; the connection and its flag are separate fields.
+        let (conn, done) = (&mut self.conn, &mut self.done);
+        std::future::poll_fn(|cx| {
+            drive(conn, done, cx);
+            resp.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+fn drive(
+    conn: &mut http1::Connection<Io, RequestBody>,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !*done && let Poll::Ready(res) = Pin::new(conn).poll(cx) {
+        *done = true;
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+        }
+    }
+    !*done
+}
+
+/// Boxed: the connection holds its buffers inline, and it moves between the pool and response
+/// bodies on every request.
+pub async fn http1(cluster: &Arc<ClusterRt>, addr: SocketAddr) -> Result<Box<H1Conn>, ProxyError> {
     let stream = tcp(cluster, addr).await?;
     let (sender, conn) = http1::Builder::new()
+        .writev(false)
         .handshake::<Io, RequestBody>(counted(cluster, stream))
         .await
         .map_err(|source| ProxyError::Handshake { addr, source })?;
-    let guard = OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
-        }
-        drop(guard);
-    });
-    Ok(sender)
+    Ok(Box::new(H1Conn {
+        sender,
+        conn,
+        done: false,
+        _open: OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total),
+    }))
 }
 
 pub async fn http2(

@@ -8,14 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
 use remora_config::model::{self, UpstreamProtocol};
 
 use crate::balance::RoundRobin;
-use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::metrics::{ClusterMetrics, Metrics};
-use pool::{Pool, PooledBody};
+use pool::Pool;
 
 /// One cluster, built from config. Shared by every worker; pools inside are per worker.
 pub struct ClusterRt {
@@ -65,18 +63,6 @@ impl ClusterRt {
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.clone()))
     }
 
-    /// Sends `req` to endpoint `ep`, reusing a pooled connection when one is free.
-    pub async fn send(
-        self: &Arc<Self>,
-        ep: usize,
-        req: Request<RequestBody>,
-    ) -> Result<Response<PooledBody>, ProxyError> {
-        match self.protocol {
-            UpstreamProtocol::Http1 => pool::send_http1(self, ep, req).await,
-            UpstreamProtocol::Http2 => pool::send_http2(self, ep, req).await,
-        }
-    }
-
     /// Closes this worker's pooled connections that have been idle past the idle timeout.
     pub fn reap_idle(&self) {
         let worker = crate::worker::current();
@@ -87,7 +73,7 @@ impl ClusterRt {
         }
     }
 
-    fn pool(&self, ep: usize) -> &Pool {
+    pub(crate) fn pool(&self, ep: usize) -> &Pool {
         let pools = &self.endpoints[ep].pools;
         &pools[crate::worker::current().min(pools.len() - 1)]
     }

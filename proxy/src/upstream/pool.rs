@@ -2,10 +2,12 @@
 //! `../shared/PERFORMANCE.md`: its checkout path and channel hops were the largest user-space
 //! cost of a plain hyper proxy).
 //!
-//! HTTP/1.1: a stack of idle connections per endpoint and worker. A connection goes back on the
-//! stack when its response body has been read to the end ([`PooledBody`]); one dropped early is
-//! closed, since the rest of its response is still on the wire. The most recently used connection
-//! is taken first: it is the one least likely to have been closed by the server.
+//! HTTP/1.1: a stack of idle connections per endpoint and worker. Connections are not spawned
+//! as tasks: the request's task drives its connection while it sends and while it streams the
+//! response ([`PooledBody`]), so an exchange involves no task hops. A connection goes back on
+//! the stack when its response body has been read to the end; one dropped early is closed,
+//! since the rest of its response is still on the wire. The most recently used connection is
+//! taken first: it is the one least likely to have been closed by the server.
 //!
 //! HTTP/2: one multiplexed connection per endpoint and worker, opened on first use by one task
 //! while others wait for it.
@@ -19,10 +21,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use tokio::time::Instant;
 
-use super::{ClusterRt, connect};
+use super::ClusterRt;
+use super::connect::{self, H1Conn};
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 
@@ -35,7 +38,7 @@ pub struct Pool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Box<H1Conn>,
     since: Instant,
 }
 
@@ -47,28 +50,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Pool {
     /// A live idle HTTP/1.1 connection, ready for a request.
-    async fn take_h1(&self, idle_timeout: Duration) -> Option<http1::SendRequest<RequestBody>> {
+    async fn take_h1(&self, idle_timeout: Duration) -> Option<Box<H1Conn>> {
         loop {
             let idle = lock(&self.h1).pop()?;
-            if idle.since.elapsed() >= idle_timeout || idle.sender.is_closed() {
+            if idle.since.elapsed() >= idle_timeout {
                 continue;
             }
-            let mut sender = idle.sender;
-            // A connection goes back on the stack as soon as its response body ends; its task
-            // may not have run since, so readiness can lag by one poll.
-            if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(sender);
+            let mut conn = idle.conn;
+            // One poll lets the connection notice a close by the server and finish moving to
+            // idle; a connection that is not ready after it is not worth waiting for.
+            if std::future::poll_fn(|cx| Poll::Ready(conn.poll_usable(cx))).await {
+                return Some(conn);
             }
         }
     }
 
-    fn put_h1(&self, sender: http1::SendRequest<RequestBody>) {
-        if !sender.is_closed() {
-            lock(&self.h1).push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
+    fn put_h1(&self, conn: Box<H1Conn>) {
+        lock(&self.h1).push(Idle {
+            conn,
+            since: Instant::now(),
+        });
     }
 
     fn h2_sender(&self) -> Option<http2::SendRequest<RequestBody>> {
@@ -99,7 +100,7 @@ impl Pool {
 
     /// Drops connections idle for `idle_timeout` or already closed by the server.
     pub fn reap(&self, idle_timeout: Duration) {
-        lock(&self.h1).retain(|i| i.since.elapsed() < idle_timeout && !i.sender.is_closed());
+        lock(&self.h1).retain(|i| i.since.elapsed() < idle_timeout && !i.conn.sender.is_closed());
         let mut h2 = lock(&self.h2);
         if h2.as_ref().is_some_and(|s| s.is_closed()) {
             *h2 = None;
@@ -118,21 +119,23 @@ pub async fn send_http1(
 ) -> Result<Response<PooledBody>, ProxyError> {
     let pool = cluster.pool(ep);
     loop {
-        let (mut sender, reused) = match pool.take_h1(cluster.idle_timeout).await {
-            Some(s) => (s, true),
+        let (mut conn, reused) = match pool.take_h1(cluster.idle_timeout).await {
+            Some(c) => (c, true),
+            // Boxed: connecting is the rare path, and its future would otherwise make every
+            // request's future (and every move of it) several hundred bytes larger.
             None => (
-                connect::http1(cluster, cluster.endpoints[ep].address).await?,
+                Box::pin(connect::http1(cluster, cluster.endpoints[ep].address)).await?,
                 false,
             ),
         };
-        match sender.try_send_request(req).await {
+        match conn.send(req).await {
             Ok(resp) => {
                 let ret = Return {
                     cluster: cluster.clone(),
                     ep,
-                    sender,
+                    conn,
                 };
-                return Ok(resp.map(|inner| PooledBody::new(inner, Some(ret))));
+                return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Http1(ret))));
             }
             // A pooled connection the server closed while it sat idle: the request was never
             // written, so it can go on another connection.
@@ -154,10 +157,11 @@ pub async fn send_http2(
     loop {
         let mut sender = match pool.h2_sender() {
             Some(s) => s,
-            None => pool.h2_connect(cluster, ep).await?,
+            // Boxed for the same reason as the HTTP/1.1 connect.
+            None => Box::pin(pool.h2_connect(cluster, ep)).await?,
         };
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, None))),
+            Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Http2))),
             // The connection went away before the request was queued on it: open a new one once.
             Err(mut e) if !retried && e.message().is_some() => {
                 retried = true;
@@ -168,23 +172,32 @@ pub async fn send_http2(
     }
 }
 
-/// Puts an HTTP/1.1 connection back into its pool.
+/// Where an HTTP/1.1 connection goes back when its response is done.
 struct Return {
     cluster: Arc<ClusterRt>,
     ep: usize,
-    sender: http1::SendRequest<RequestBody>,
+    conn: Box<H1Conn>,
 }
 
-/// An upstream response body. For HTTP/1.1 it returns the connection to the pool the moment the
-/// body has been read to its end.
+enum Upstream {
+    /// The connection this response arrives on, driven by whoever polls the body.
+    Http1(Return),
+    /// Released (pooled, or closed); also the HTTP/1.1 state after the body ended.
+    Done,
+    /// HTTP/2 connections run as their own task; nothing to drive or return.
+    Http2,
+}
+
+/// An upstream response body. For HTTP/1.1 it drives the connection as it is polled, and returns
+/// the connection to the pool the moment the body has been read to its end.
 pub struct PooledBody {
     inner: Incoming,
-    ret: Option<Return>,
+    upstream: Upstream,
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, ret: Option<Return>) -> Self {
-        let mut body = PooledBody { inner, ret };
+    fn new(inner: Incoming, upstream: Upstream) -> Self {
+        let mut body = PooledBody { inner, upstream };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -192,8 +205,10 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let Some(r) = self.ret.take() {
-            r.cluster.pool(r.ep).put_h1(r.sender);
+        if let Upstream::Http1(r) = std::mem::replace(&mut self.upstream, Upstream::Done)
+            && !r.conn.sender.is_closed()
+        {
+            r.cluster.pool(r.ep).put_h1(r.conn);
         }
     }
 }
@@ -206,12 +221,20 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        if let Upstream::Http1(r) = &mut this.upstream
+            && !r.conn.drive(cx)
+        {
+            // The connection ended. Dropping it drops the sender half of the body, so a body
+            // cut short ends in an error instead of waiting forever.
+            this.upstream = Upstream::Done;
+        }
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            // An error mid-body leaves the connection unusable: dropping the sender closes it.
-            Poll::Ready(Some(Err(_))) => self.ret = None,
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // An error mid-body leaves the connection unusable: dropping it closes it.
+            Poll::Ready(Some(Err(_))) => this.upstream = Upstream::Done,
             _ => {}
         }
         res

@@ -242,12 +242,16 @@ clusters:
         upstream.addr()
     ));
     let mut client = Client::connect(proxy.listener("main"), Proto::Http1).await;
-    let resp = client.send(get_request("/")).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    // The client sees the body fail, not a short body passed off as complete.
-    assert!(resp.into_body().collect().await.is_err());
+    // The client sees the exchange fail, never a short body passed off as complete. The
+    // upstream's head, 5 bytes and its close can arrive in one read, in which case the proxy
+    // fails the response before its head was flushed; otherwise the body fails midway.
+    if let Ok(resp) = client.send(get_request("/")).await {
+        assert_eq!(resp.status(), 200);
+        assert!(resp.into_body().collect().await.is_err());
+    }
 
     let line = parse(&proxy.stdout().wait_for_lines(1, WAIT)[0]);
     assert_eq!(line["complete"], false);
-    assert_eq!(line["bytes_sent"], 5);
+    assert_eq!(line["status"], 200);
+    assert!(line["bytes_sent"].as_u64().unwrap() <= 5, "{line}");
 }
