@@ -130,3 +130,47 @@ async fn endpoint_weights_set_exact_shares_and_weight_zero_gets_nothing() {
         .unwrap();
     assert!(longest_heavy_run <= 3, "{served_by:?}");
 }
+
+/// With several worker threads, connections land on different workers, each with its own
+/// upstream pools; the endpoint schedule is shared, so the counts stay exact.
+#[tokio::test]
+async fn several_workers_share_one_round_robin_schedule() {
+    let a = Upstream::start_named("a", Behaviour::Echo);
+    let b = Upstream::start_named("b", Behaviour::Echo);
+    let proxy = ProxyProcess::start(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+access_log: {{ enabled: false }}
+runtime: {{ workers: 3 }}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes: [{{ name: all, cluster: app }}]
+clusters:
+  - name: app
+    endpoints: [{{ address: "{}" }}, {{ address: "{}" }}]
+"#,
+        a.addr(),
+        b.addr()
+    ));
+    // Many concurrent connections, so more than one worker accepts some of them.
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let addr = proxy.listener("main");
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, Proto::Http1).await;
+            for i in 0..25 {
+                assert_eq!(client.get(&format!("/w/{i}")).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!((a.requests(), b.requests()), (150, 150));
+    proxy.wait_metric(
+        "remora_requests_total",
+        &request_labels("main", "all", "app", "2xx"),
+        300.0,
+    );
+}
