@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${need_apt[*]}" >&2
@@ -18,6 +19,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# Real gRPC and WebSocket peers for the end-to-end tests, in a venv at the repository root.
+# Recreated from tests/python/requirements.txt whenever that file changes.
+venv="$PWD/.venv"
+reqs=tests/python/requirements.txt
+if ! cmp -s "$reqs" "$venv/requirements.installed" 2>/dev/null; then
+  echo "test.sh: setting up $venv from $reqs" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$venv/requirements.installed"
+fi
+export REMORA_TEST_PYTHON="$venv/bin/python"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

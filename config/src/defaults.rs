@@ -13,6 +13,10 @@ use crate::raw::ListenerProtocol;
 /// single-threaded runtime per core is the fastest shape for that core. Raise it for heavy traffic.
 pub const WORKERS: usize = 1;
 
+/// 30 s to drain, as Kubernetes' default `terminationGracePeriodSeconds`: the kubelet kills the
+/// pod after that anyway, so in-flight requests get as long as the pod is given and no longer.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Access logging is on: the first thing a user running the proxy locally wants is to see traffic.
 pub const ACCESS_LOG_ENABLED: bool = true;
 
@@ -42,11 +46,26 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// server that closes first races with the client reusing the connection and fails requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// 60 s between body bytes. A legitimate upload moves bytes every few milliseconds; a client
+/// silent for a minute mid-body is gone or hostile, and holds a connection and an upstream
+/// request open while it waits.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// 100 streams per HTTP/2 connection: the minimum RFC 9113 section 6.5.2 recommends, and the
+/// common value in Envoy and Go. It bounds what one connection costs in memory, and how much one
+/// misbehaving client can have in flight at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
 /// Listeners serve HTTP unless told otherwise: it is what almost every service speaks.
 pub const LISTENER_PROTOCOL: ListenerProtocol = ListenerProtocol::Http;
 
 /// A standalone proxy usually sits in front of a local service, which is the inbound direction.
 pub const LISTENER_DIRECTION: Direction = Direction::Inbound;
+
+/// 1 s for an `auto` listener's client to speak. Linkerd waits 10 s, and users of
+/// server-speaks-first protocols (MySQL, SMTP) wait those 10 s on every connection; a client
+/// that speaks first sends within milliseconds, so 1 s is ample.
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// 15 s until response headers, as Envoy's route timeout: long enough for slow requests, short
 /// enough that a hung upstream does not hold the caller forever.
@@ -78,6 +97,12 @@ pub mod ranges {
         (Duration::from_millis(100), Duration::from_secs(3600));
     pub const IDLE_TIMEOUT: (Duration, Duration) =
         (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+    pub const REQUEST_BODY_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    /// 0 exits at once, without draining.
+    pub const DRAIN_TIMEOUT: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+    pub const DETECT_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(60));
     pub const UPSTREAM_IDLE_TIMEOUT: (Duration, Duration) =
         (Duration::from_secs(1), Duration::from_secs(24 * 3600));
     /// hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
@@ -85,4 +110,5 @@ pub mod ranges {
     pub const MAX_REQUEST_HEADERS: (usize, usize) = (1, 10_000);
     pub const MAX_URI_BYTES: (usize, usize) = (64, 1024 * 1024);
     pub const WORKERS: (usize, usize) = (1, 256);
+    pub const MAX_CONCURRENT_STREAMS: (u32, u32) = (1, 10_000);
 }

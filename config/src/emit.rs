@@ -45,6 +45,7 @@ fn list<M, R>(items: &[M], convert: impl Fn(&M) -> R) -> raw::List<R> {
 pub(crate) fn runtime(r: &model::Runtime) -> raw::Runtime {
     raw::Runtime {
         workers: some(r.workers),
+        drain_timeout: some(DurationValue(r.drain_timeout)),
     }
 }
 
@@ -75,17 +76,36 @@ pub(crate) fn limits(l: &model::Limits) -> raw::Limits {
         }),
         header_read_timeout: some(DurationValue(l.header_read_timeout)),
         idle_timeout: some(DurationValue(l.idle_timeout)),
+        request_body_timeout: some(DurationValue(l.request_body_timeout)),
+        max_concurrent_streams: some(l.max_concurrent_streams),
     }
 }
 
 fn listener(l: &model::Listener) -> raw::Listener {
-    let (protocol, routes, cluster) = match &l.kind {
-        model::ListenerKind::Http { routes } => {
-            (raw::ListenerProtocol::Http, Some(list(routes, route)), None)
-        }
-        model::ListenerKind::Tcp { cluster } => {
-            (raw::ListenerProtocol::Tcp, None, some(cluster.clone()))
-        }
+    let (protocol, routes, cluster, detect_timeout) = match &l.kind {
+        model::ListenerKind::Http { routes } => (
+            raw::ListenerProtocol::Http,
+            Some(list(routes, route)),
+            None,
+            None,
+        ),
+        model::ListenerKind::Tcp { cluster } => (
+            raw::ListenerProtocol::Tcp,
+            None,
+            some(cluster.clone()),
+            None,
+        ),
+        model::ListenerKind::Auto {
+            routes,
+            cluster,
+            detect_timeout,
+        } => (
+            raw::ListenerProtocol::Auto,
+            Some(list(routes, route)),
+            // No cluster: connections that are not HTTP are closed; nothing to write.
+            cluster.clone().map(Item::new),
+            some(DurationValue(*detect_timeout)),
+        ),
     };
     raw::Listener {
         name: some(l.name.clone()),
@@ -97,6 +117,7 @@ fn listener(l: &model::Listener) -> raw::Listener {
         }),
         routes,
         cluster,
+        detect_timeout,
     }
 }
 

@@ -46,12 +46,16 @@ pub struct Runtime {
     /// Number of worker threads, each a single-threaded runtime with its own accept loop and
     /// upstream pools. Always >= 1.
     pub workers: usize,
+    /// On SIGTERM (or `POST /drain`), how long in-flight requests get to finish before the
+    /// proxy exits anyway.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
         Runtime {
             workers: defaults::WORKERS,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
         }
     }
 }
@@ -95,6 +99,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A downstream connection with no request in flight and no bytes moving for this long is closed.
     pub idle_timeout: Duration,
+    /// Longest wait for the next bytes of a request body once it has started; past it the
+    /// request fails (408 if no response was sent yet) and the connection is closed.
+    pub request_body_timeout: Duration,
+    /// HTTP/2: streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -104,6 +113,8 @@ impl Default for Limits {
             max_request_headers: defaults::MAX_REQUEST_HEADERS,
             max_uri_bytes: defaults::MAX_URI_BYTES,
             max_request_body_bytes: defaults::MAX_REQUEST_BODY_BYTES,
+            request_body_timeout: defaults::REQUEST_BODY_TIMEOUT,
+            max_concurrent_streams: defaults::MAX_CONCURRENT_STREAMS,
             header_read_timeout: defaults::HEADER_READ_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
         }
@@ -143,6 +154,15 @@ pub enum ListenerKind {
     Http { routes: Vec<Route> },
     /// Opaque TCP: bytes are forwarded to an endpoint of `cluster`.
     Tcp { cluster: String },
+    /// Protocol detection: the first bytes decide. HTTP/1.x and the HTTP/2 preface are served
+    /// as on an `Http` listener; anything else (TLS included, until the proxy terminates TLS),
+    /// or silence for `detect_timeout` (server-speaks-first protocols such as MySQL or SMTP),
+    /// is forwarded as opaque TCP to `cluster`, or closed when there is none.
+    Auto {
+        routes: Vec<Route>,
+        cluster: Option<String>,
+        detect_timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]

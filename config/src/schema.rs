@@ -28,8 +28,8 @@ pub(crate) fn schema() -> Value {
             if let Some(p) =
                 definitions.pointer_mut(&format!("/{definition}/properties/{property}"))
             {
-                p["minimum"] = json!(min);
-                p["maximum"] = json!(max);
+                p["minimum"] = min;
+                p["maximum"] = max;
             }
         }
     }
@@ -67,6 +67,11 @@ fn defaults() -> Vec<(&'static str, String, Value)> {
             "direction".into(),
             json!(defaults::LISTENER_DIRECTION.as_str()),
         ),
+        (
+            "Listener",
+            "detect_timeout".into(),
+            duration(defaults::DETECT_TIMEOUT),
+        ),
         ("Route", "timeout".into(), duration(defaults::ROUTE_TIMEOUT)),
         ("Backend", "weight".into(), json!(defaults::WEIGHT)),
         (
@@ -90,11 +95,24 @@ fn defaults() -> Vec<(&'static str, String, Value)> {
 }
 
 /// Plain integer fields whose range the schema can state (sizes and durations are strings).
-fn integer_ranges() -> [(&'static str, &'static str, (usize, usize)); 2] {
+fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 3] {
     [
-        ("Runtime", "workers", ranges::WORKERS),
-        ("Limits", "max_request_headers", ranges::MAX_REQUEST_HEADERS),
+        ("Runtime", "workers", range(ranges::WORKERS)),
+        (
+            "Limits",
+            "max_request_headers",
+            range(ranges::MAX_REQUEST_HEADERS),
+        ),
+        (
+            "Limits",
+            "max_concurrent_streams",
+            range(ranges::MAX_CONCURRENT_STREAMS),
+        ),
     ]
+}
+
+fn range<N: serde::Serialize>((min, max): (N, N)) -> (Value, Value) {
+    (json!(min), json!(max))
 }
 
 fn to_json(value: impl serde::Serialize) -> Value {

@@ -28,7 +28,7 @@ fn a_misspelled_required_field_is_not_also_missing() {
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:2:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster (did you mean 'address'?)",
+            "t.yaml:2:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout (did you mean 'address'?)",
             "t.yaml:4:9: listeners[0].routes[0].clustr: unknown field 'clustr', expected one of: name, match, cluster, backends, timeout, request_headers, response_headers (did you mean 'cluster'?)",
         ]
     );
@@ -53,7 +53,36 @@ fn a_bad_protocol_does_not_also_demand_routes_or_a_cluster() {
     let yaml = BASE.replace("    routes:", "    protocol: udp\n    routes:");
     assert_eq!(
         errors(&yaml),
-        ["t.yaml:3:15: listeners[0].protocol: unknown value 'udp', expected one of: http, tcp"]
+        [
+            "t.yaml:3:15: listeners[0].protocol: unknown value 'udp', expected one of: http, tcp, auto"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_protocol_does_not_also_refuse_detect_timeout() {
+    // Whether detect_timeout belongs depends on the protocol, which is unknown; its range is
+    // still checked.
+    let yaml = BASE.replace(
+        "    routes:",
+        "    protocol: atuo\n    detect_timeout: 1s\n    routes:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:3:15: listeners[0].protocol: unknown value 'atuo', expected one of: http, tcp, auto (did you mean 'auto'?)"
+        ]
+    );
+    let yaml = BASE.replace(
+        "    routes:",
+        "    protocol: udp\n    detect_timeout: 0s\n    routes:",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:3:15: listeners[0].protocol: unknown value 'udp', expected one of: http, tcp, auto",
+            "t.yaml:4:21: listeners[0].detect_timeout: 0s is out of range; expected 10ms to 1m",
+        ]
     );
 }
 
@@ -69,7 +98,7 @@ clusters: [{name: api}]
     assert_eq!(
         errors(yaml),
         [
-            "t.yaml:2:5: listeners[0]: expected a mapping with fields name, address, protocol, direction, routes, cluster; found '5'",
+            "t.yaml:2:5: listeners[0]: expected a mapping with fields name, address, protocol, direction, routes, cluster, detect_timeout; found '5'",
             "t.yaml:4:24: listeners[1].routes[0].cluster: no cluster named 'nope' (clusters: api)",
         ]
     );

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",
@@ -195,7 +195,7 @@ fn invalid_enum_value() {
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:3:15: listeners[0].protocol: unknown value 'HTTP', expected one of: http, tcp (did you mean 'http'?)",
+            "t.yaml:3:15: listeners[0].protocol: unknown value 'HTTP', expected one of: http, tcp, auto (did you mean 'http'?)",
             "t.yaml:4:16: listeners[0].direction: unknown value 'sideways', expected one of: inbound, outbound",
         ]
     );
@@ -348,17 +348,28 @@ listeners:
   - address: 127.0.0.1:5433
     protocol: tcp
     cluster: missing
+  - address: 127.0.0.1:8082
+    routes: [{cluster: api}]
+    cluster: api
+    detect_timeout: 1s
+  - address: 127.0.0.1:5434
+    protocol: tcp
+    cluster: api
+    detect_timeout: 1s
 clusters: [{name: api}]
 ";
     assert_eq!(
         errors(yaml),
         [
             "t.yaml:2:5: listeners[0]: missing required field 'routes' (an http listener needs at least one route)",
-            "t.yaml:3:14: listeners[0].cluster: 'cluster' is for tcp listeners; an http listener sends requests through its routes (or set protocol: tcp)",
+            "t.yaml:3:14: listeners[0].cluster: 'cluster' is for tcp and auto listeners; an http listener sends requests through its routes (or set protocol: tcp)",
             "t.yaml:5:13: listeners[1].routes: an http listener needs at least one route",
             "t.yaml:6:5: listeners[2]: missing required field 'cluster' (a tcp listener forwards connections to one cluster)",
-            "t.yaml:8:13: listeners[2].routes: routes are for http listeners; a tcp listener forwards every connection to its 'cluster'",
+            "t.yaml:8:13: listeners[2].routes: routes are for http and auto listeners; a tcp listener forwards every connection to its 'cluster' (or set protocol: auto to route HTTP and forward the rest)",
             "t.yaml:11:14: listeners[3].cluster: no cluster named 'missing' (clusters: api)",
+            "t.yaml:14:14: listeners[4].cluster: 'cluster' is for tcp and auto listeners; an http listener sends requests through its routes (or set protocol: auto to forward connections that are not HTTP to this cluster)",
+            "t.yaml:15:21: listeners[4].detect_timeout: 'detect_timeout' only applies to protocol: auto; an http listener knows its protocol without waiting for the first bytes",
+            "t.yaml:19:21: listeners[5].detect_timeout: 'detect_timeout' only applies to protocol: auto; a tcp listener knows its protocol without waiting for the first bytes",
         ]
     );
 }
@@ -469,6 +480,40 @@ clusters: [{name: api, idle_timeout: 2d}]
             "t.yaml:6:27: limits.max_request_body_bytes: 'lots' is not a size; write bytes ('1024') or a number and a unit ('64KiB', '1.5MB')",
             "t.yaml:9:38: listeners[0].routes[0].timeout: 0s is out of range; expected 1ms to 24h",
             "t.yaml:10:38: clusters[0].idle_timeout: unknown unit 'd' in '2d'; use h, m, s, ms, us or ns",
+        ]
+    );
+}
+
+#[test]
+fn drain_body_and_stream_ranges() {
+    let yaml = format!(
+        "\
+runtime: {{drain_timeout: 2h}}
+limits:
+  request_body_timeout: 50ms
+  max_concurrent_streams: 0
+{BASE}"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:1:26: runtime.drain_timeout: 2h is out of range; expected 0s to 1h",
+            "t.yaml:3:25: limits.request_body_timeout: 50ms is out of range; expected 100ms to 1h",
+            "t.yaml:4:27: limits.max_concurrent_streams: 0 is out of range; expected 1 to 10000",
+        ]
+    );
+    let yaml = format!(
+        "\
+runtime: {{drain_timeout: 30}}
+limits: {{request_body_timeout: 1h1s, max_concurrent_streams: 10001}}
+{BASE}"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:1:26: runtime.drain_timeout: '30' has no unit; add one, e.g. '30s' or '30ms'",
+            "t.yaml:2:32: limits.request_body_timeout: 1h1s is out of range; expected 100ms to 1h",
+            "t.yaml:2:62: limits.max_concurrent_streams: 10001 is out of range; expected 1 to 10000",
         ]
     );
 }

@@ -21,8 +21,8 @@ fn examples() -> Vec<PathBuf> {
 fn every_example_is_valid() {
     let files = examples();
     assert!(
-        files.len() >= 9,
-        "expected the nine feature examples, found {files:?}"
+        files.len() >= 10,
+        "expected the ten feature examples, found {files:?}"
     );
     let mut failures = Vec::new();
     for file in &files {
@@ -70,6 +70,7 @@ fn every_feature_has_an_example() {
         "tcp.yaml",
         "access-log.yaml",
         "sidecar.yaml",
+        "protocol-detection.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -109,4 +110,19 @@ fn limits_example_shows_the_defaults() {
         ..Limits::default()
     };
     assert_eq!(config.limits, expected);
+}
+
+/// protocol-detection.yaml shows an auto listener with routes and a fallback cluster.
+#[test]
+fn protocol_detection_example_is_auto_with_a_fallback() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/protocol-detection.yaml");
+    let config = load_file(&path).unwrap();
+    let ListenerKind::Auto {
+        routes, cluster, ..
+    } = &config.listeners[0].kind
+    else {
+        panic!("protocol-detection listener is not auto")
+    };
+    assert!(!routes.is_empty());
+    assert_eq!(cluster.as_deref(), Some("opaque"));
 }

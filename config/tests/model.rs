@@ -14,7 +14,7 @@ fn load(yaml: &str) -> remora_config::model::Config {
 
 fn routes(config: &remora_config::model::Config, listener: usize) -> &[Route] {
     match &config.listeners[listener].kind {
-        ListenerKind::Http { routes } => routes,
+        ListenerKind::Http { routes } | ListenerKind::Auto { routes, .. } => routes,
         ListenerKind::Tcp { .. } => panic!("listener {listener} is tcp"),
     }
 }
@@ -35,6 +35,7 @@ fn defaults_fill_every_left_out_field() {
     let config = load(MINIMAL);
     assert_eq!(config.admin, None);
     assert_eq!(config.runtime.workers, defaults::WORKERS);
+    assert_eq!(config.runtime.drain_timeout, defaults::DRAIN_TIMEOUT);
     assert_eq!(config.access_log.enabled, defaults::ACCESS_LOG_ENABLED);
     assert_eq!(config.access_log.target, LogTarget::Stdout);
     assert_eq!(config.limits, remora_config::model::Limits::default());
@@ -111,7 +112,7 @@ fn everything_else_maps_field_by_field() {
     let config = load(
         "\
 admin: {address: 127.0.0.1:9901}
-runtime: {workers: 4}
+runtime: {workers: 4, drain_timeout: 0s}
 access_log: {enabled: false, path: /var/log/remora.log}
 limits:
   max_request_header_bytes: 16KiB
@@ -120,6 +121,8 @@ limits:
   max_request_body_bytes: 1MB
   header_read_timeout: 2.5s
   idle_timeout: 1m30s
+  request_body_timeout: 100ms
+  max_concurrent_streams: 10000
 listeners:
   - name: out
     address: '[::1]:0'
@@ -144,6 +147,8 @@ clusters:
         "127.0.0.1:9901"
     );
     assert_eq!(config.runtime.workers, 4);
+    // 0 is allowed: exit at once, without draining.
+    assert_eq!(config.runtime.drain_timeout, Duration::ZERO);
     assert!(!config.access_log.enabled);
     assert_eq!(
         config.access_log.target,
@@ -156,6 +161,8 @@ clusters:
     assert_eq!(l.max_request_body_bytes, Some(1_000_000));
     assert_eq!(l.header_read_timeout, Duration::from_millis(2500));
     assert_eq!(l.idle_timeout, Duration::from_secs(90));
+    assert_eq!(l.request_body_timeout, Duration::from_millis(100));
+    assert_eq!(l.max_concurrent_streams, 10_000);
     let out = &config.listeners[0];
     assert_eq!((out.name.as_str(), out.address.port()), ("out", 0));
     assert_eq!(out.direction, Direction::Outbound);
@@ -187,6 +194,7 @@ fn to_yaml_writes_every_default_and_round_trips() {
     let yaml = to_yaml(&config);
     for expected in [
         "workers: 1",
+        "drain_timeout: 30s",
         "enabled: true",
         "path: stdout",
         "max_request_header_bytes: 60KiB",
@@ -195,6 +203,8 @@ fn to_yaml_writes_every_default_and_round_trips() {
         "max_request_body_bytes: unlimited",
         "header_read_timeout: 10s",
         "idle_timeout: 1h",
+        "request_body_timeout: 1m",
+        "max_concurrent_streams: 100",
         "name: 127.0.0.1:8080",
         "protocol: http",
         "direction: inbound",
@@ -310,6 +320,15 @@ fn schema_describes_the_yaml() {
         "http"
     );
     assert_eq!(defs["Runtime"]["properties"]["workers"]["maximum"], 256);
+    assert_eq!(
+        defs["Runtime"]["properties"]["drain_timeout"]["default"],
+        "30s"
+    );
+    let limits = &defs["Limits"]["properties"];
+    assert_eq!(limits["request_body_timeout"]["default"], "1m");
+    assert_eq!(limits["max_concurrent_streams"]["default"], 100);
+    assert_eq!(limits["max_concurrent_streams"]["minimum"], 1);
+    assert_eq!(limits["max_concurrent_streams"]["maximum"], 10_000);
     // Required fields, the match key's YAML spelling, and descriptions from doc comments.
     assert_eq!(defs["Cluster"]["required"], serde_json::json!(["name"]));
     assert!(defs["Route"]["properties"]["match"].is_object());

@@ -3,10 +3,11 @@
 //! | path        | what                                                            |
 //! |-------------|-----------------------------------------------------------------|
 //! | `/live`     | 200 while the process runs                                      |
-//! | `/ready`    | 200 once every listener accepts and a config is loaded, else 503 |
+//! | `/ready`    | 200 once every listener accepts and a config is loaded; 503 before, and while draining |
 //! | `/metrics`  | Prometheus text format                                          |
 //! | `/config`   | the config in effect, as YAML with every default explicit       |
 //! | `/clusters` | each cluster's endpoints with weight and state, as JSON         |
+//! | `POST /drain`, `POST /shutdown` | drain (as SIGTERM) and exit              |
 
 use std::sync::Arc;
 
@@ -46,8 +47,25 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 /// The admin app, callable without a socket.
 pub fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST {
+        return match req.uri().path() {
+            // Both drain and then exit: Kubernetes Jobs and CI stop the sidecar with either,
+            // depending on what they were written for (Envoy's and Linkerd's names).
+            "/drain" | "/shutdown" => {
+                shared.drain.request();
+                text(StatusCode::ACCEPTED, "draining\n".into())
+            }
+            "/live" | "/ready" | "/metrics" | "/config" | "/clusters" => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into())
+            }
+            _ => text(StatusCode::NOT_FOUND, "POST /drain or /shutdown\n".into()),
+        };
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET, or POST /drain\n".into(),
+        );
     }
     match req.uri().path() {
         "/live" => text(StatusCode::OK, "live\n".into()),

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::grpc::{self, DeadlineBody};
 use crate::observe::Completion;
 use crate::upstream::pool::PooledBody;
 
@@ -98,7 +99,26 @@ impl Body for RequestBody {
 /// A response body: the upstream's, or one the proxy made.
 pub enum ProxyBody {
     Upstream(PooledBody),
+    /// The upstream's, for a gRPC call with a deadline (boxed: rare, and the timer is large).
+    Deadline(Pin<Box<DeadlineBody>>),
     Local(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// The `x-remora-error` reason when the proxy cut this body short itself.
+    pub fn late_error(&self) -> Option<&'static str> {
+        match self {
+            ProxyBody::Deadline(b) if b.expired() => Some(grpc::DEADLINE_REASON),
+            _ => None,
+        }
+    }
+}
+
+/// No body at all: the end of the stream comes with the head.
+impl Default for ProxyBody {
+    fn default() -> Self {
+        ProxyBody::Local(None)
+    }
 }
 
 impl From<Bytes> for ProxyBody {
@@ -117,6 +137,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Deadline(b) => b.as_mut().poll_frame(cx),
             ProxyBody::Local(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -124,6 +145,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Deadline(b) => b.is_end_stream(),
             ProxyBody::Local(b) => b.is_none(),
         }
     }
@@ -131,6 +153,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Deadline(b) => b.size_hint(),
             ProxyBody::Local(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Local(None) => SizeHint::with_exact(0),
         }
@@ -155,7 +178,10 @@ impl ObservedBody {
     }
 
     fn finish(&mut self, complete: bool) {
-        if let Some(c) = self.completion.take() {
+        if let Some(mut c) = self.completion.take() {
+            if let Some(reason) = self.inner.late_error() {
+                c.record_error(reason);
+            }
             c.finish(self.sent, complete);
         }
     }

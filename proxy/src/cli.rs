@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use remora_config::model::{AccessLog, Config, LogTarget};
 
-use crate::server::{BoundAddrs, Proxy};
+use crate::server::{BoundAddrs, Proxy, RunOptions};
 
 /// Remora's sidecar proxy.
 ///
@@ -118,7 +118,20 @@ pub fn main() -> ExitCode {
         eprintln!("remora-proxy: cannot write {}: {e}", path.display());
         return ExitCode::from(1);
     }
-    match proxy.run(shutdown_signal()) {
+    let addrs_file = args.write_addrs.clone();
+    let options = RunOptions {
+        config_file: args.config.clone(),
+        on_bound: Some(Box::new(move |addrs: &BoundAddrs| {
+            log_addrs(addrs);
+            if let Some(path) = &addrs_file
+                && let Err(e) = write_addrs(path, addrs)
+            {
+                tracing::error!(path = %path.display(), error = %e, "cannot write addresses");
+            }
+        })),
+        handle_signals: true,
+    };
+    match proxy.run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("remora-proxy: {e}");
@@ -187,21 +200,6 @@ fn write_addrs(path: &std::path::Path, addrs: &BoundAddrs) -> std::io::Result<()
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, doc.to_string())?;
     std::fs::rename(&tmp, path)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! Proxy errors, and the one place they become HTTP responses.
 //!
-//! Each failure the proxy can produce on its own has a variant here. [`ProxyError::status`] and
-//! [`ProxyError::reason`] are the single mapping to a status code and to the `x-remora-error`
-//! header value, so a user reading a response never has to guess whether the app or the proxy
-//! answered, nor why.
+//! Each failure the proxy can produce on its own has a variant here. [`ProxyError::status`],
+//! [`ProxyError::grpc_code`] and [`ProxyError::reason`] are the single mapping to an HTTP
+//! status, a gRPC status and the `x-remora-error` header value, so a user reading a response
+//! never has to guess whether the app or the proxy answered, nor why.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
+
+use crate::grpc;
 
 /// The header that marks every response the proxy generated itself.
 pub const ERROR_HEADER: &str = "x-remora-error";
@@ -36,6 +38,9 @@ pub enum ProxyError {
     },
     #[error("no response headers from upstream within the route timeout of {0:?}")]
     UpstreamTimeout(Duration),
+    /// A gRPC call's own deadline (its `grpc-timeout`) passed before the response headers.
+    #[error("no response headers from upstream within the call's grpc-timeout of {0:?}")]
+    DeadlineExceeded(Duration),
     #[error("upstream closed the connection before a complete response: {0}")]
     UpstreamReset(hyper::Error),
     #[error("upstream sent an invalid response: {0}")]
@@ -60,7 +65,9 @@ impl ProxyError {
             | ProxyError::Handshake { .. }
             | ProxyError::UpstreamReset(_)
             | ProxyError::UpstreamBadResponse(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout(_) | ProxyError::DeadlineExceeded(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,12 +84,33 @@ impl ProxyError {
             ProxyError::ConnectFailed { .. } => "connect-failed",
             ProxyError::Handshake { .. } => "upstream-handshake-failed",
             ProxyError::UpstreamTimeout(_) => "upstream-timeout",
+            ProxyError::DeadlineExceeded(_) => grpc::DEADLINE_REASON,
             ProxyError::UpstreamReset(_) => "upstream-reset",
             ProxyError::UpstreamBadResponse(_) => "upstream-bad-response",
             ProxyError::UriTooLong { .. } => "uri-too-long",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    /// The `grpc-status` a gRPC client gets for this failure.
+    pub fn grpc_code(&self) -> grpc::Code {
+        use grpc::Code;
+        match self {
+            ProxyError::NoRoute => Code::Unimplemented,
+            ProxyError::NoEndpoint(_)
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::ConnectFailed { .. }
+            | ProxyError::Handshake { .. }
+            | ProxyError::UpstreamReset(_) => Code::Unavailable,
+            ProxyError::UpstreamTimeout(_) | ProxyError::DeadlineExceeded(_) => {
+                Code::DeadlineExceeded
+            }
+            ProxyError::UriTooLong { .. }
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::BodyTooLarge { .. } => Code::ResourceExhausted,
+            ProxyError::UpstreamBadResponse(_) | ProxyError::BadRequest(_) => Code::Internal,
         }
     }
 
@@ -118,6 +146,23 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        resp
+    }
+
+    /// The response sent to a gRPC client in place of an upstream one: trailers-only (HTTP 200,
+    /// the status in `grpc-status` and `grpc-message`, no body), since gRPC clients read the
+    /// call's outcome from there and not from the HTTP status. Over HTTP/2 it is a single
+    /// HEADERS frame that ends the stream.
+    pub fn to_grpc_response<B: Default>(&self) -> Response<B> {
+        let mut resp = Response::new(B::default());
+        let headers = resp.headers_mut();
+        headers.insert(http::header::CONTENT_TYPE, grpc::CONTENT_TYPE_GRPC);
+        headers.insert(grpc::GRPC_STATUS, self.grpc_code().header_value());
+        headers.insert(
+            grpc::GRPC_MESSAGE,
+            grpc::encode_message(&format!("remora: {}: {}", self.reason(), self)),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
         resp
     }
 }
@@ -175,5 +220,54 @@ mod tests {
             assert_eq!(resp.headers()[ERROR_HEADER], reason);
             assert!(String::from_utf8_lossy(resp.body()).contains(reason));
         }
+    }
+
+    #[test]
+    fn grpc_calls_get_trailers_only_responses_with_the_documented_codes() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let cases: Vec<(ProxyError, &str)> = vec![
+            (ProxyError::NoRoute, "12"),
+            (ProxyError::NoEndpoint("api".into()), "14"),
+            (
+                ProxyError::ConnectFailed {
+                    addr,
+                    source: std::io::ErrorKind::ConnectionRefused.into(),
+                },
+                "14",
+            ),
+            (
+                ProxyError::ConnectTimeout {
+                    addr,
+                    after: Duration::from_secs(1),
+                },
+                "14",
+            ),
+            (ProxyError::UpstreamTimeout(Duration::from_secs(1)), "4"),
+            (
+                ProxyError::DeadlineExceeded(Duration::from_millis(100)),
+                "4",
+            ),
+            (ProxyError::BodyTooLarge { limit: 1 }, "8"),
+            (ProxyError::UriTooLong { len: 10, limit: 5 }, "8"),
+            (ProxyError::BadRequest("x"), "13"),
+        ];
+        for (err, code) in cases {
+            let resp: Response<Bytes> = err.to_grpc_response();
+            assert_eq!(resp.status(), StatusCode::OK, "{err}");
+            let h = resp.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["grpc-status"], code, "{err}");
+            assert_eq!(h[ERROR_HEADER], err.reason());
+            let message = h["grpc-message"].to_str().unwrap();
+            assert!(
+                message.starts_with(&format!("remora: {}: ", err.reason())),
+                "{message}"
+            );
+            assert!(resp.body().is_empty(), "trailers-only means no body");
+        }
+        assert_eq!(
+            ProxyError::DeadlineExceeded(Duration::from_millis(100)).reason(),
+            "deadline-exceeded"
+        );
     }
 }

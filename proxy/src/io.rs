@@ -3,13 +3,14 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::framing::HeadScan;
 use crate::metrics::ByteCounters;
 
 /// What the timers of one downstream connection watch: idleness, and (HTTP/1.x only) how long
@@ -33,6 +34,8 @@ pub struct Activity {
     /// Whether head timing applies: HTTP/1.x connections. Cleared when the client opens with the
     /// HTTP/2 preface (HTTP/2 frames between requests are not request heads).
     times_heads: AtomicBool,
+    /// The raw-head verdict for the request being read ([`crate::framing`] flags).
+    head_flags: AtomicU8,
     epoch: Instant,
 }
 
@@ -44,6 +47,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             times_heads: AtomicBool::new(http),
+            head_flags: AtomicU8::new(0),
             epoch: Instant::now(),
         }
     }
@@ -56,10 +60,18 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// A complete request head arrived.
-    pub fn request_started(&self) {
+    /// The connection turned out not to be HTTP (protocol detection): stop timing heads.
+    pub fn not_http(&self) {
+        self.times_heads.store(false, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+
+    /// A complete request head arrived. Returns what the raw scan of that head found
+    /// ([`crate::framing`] flags; 0 for clean, and for heads the scan did not see).
+    pub fn request_started(&self) -> u8 {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
+        self.head_flags.swap(0, Ordering::Relaxed)
     }
 
     pub fn request_finished(&self) {
@@ -78,20 +90,23 @@ impl Activity {
         Instant::now().saturating_duration_since(self.epoch)
     }
 
-    fn on_read(&self, data: &[u8]) {
+    /// Notes a read; true if these bytes start a new request head.
+    fn on_read(&self, data: &[u8]) -> bool {
         let first = self.io_ops.fetch_add(1, Ordering::Relaxed) == 0;
         if !self.times_heads.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         if first && data.starts_with(b"PRI ") {
             self.times_heads.store(false, Ordering::Relaxed);
-            return;
+            return false;
         }
         // With nothing in flight, bytes from the client are the start of the next head.
         if self.in_flight() == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
             let now = self.elapsed().as_millis() as u64 + 1;
             self.head_started.store(now, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     fn on_write(&self) {
@@ -103,6 +118,8 @@ pub struct CountingIo<T> {
     inner: T,
     bytes: ByteCounters,
     activity: Option<Arc<Activity>>,
+    /// The raw scan of the request head being read, if one is.
+    scan: Option<HeadScan>,
 }
 
 impl<T> CountingIo<T> {
@@ -111,6 +128,7 @@ impl<T> CountingIo<T> {
             inner,
             bytes,
             activity,
+            scan: None,
         }
     }
 }
@@ -125,9 +143,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.bytes.rx.inc_by(n as u64);
-            if let Some(a) = &self.activity {
-                a.on_read(&buf.filled()[before..]);
+            let this = &mut *self;
+            this.bytes.rx.inc_by(n as u64);
+            if let Some(a) = &this.activity {
+                let data = &buf.filled()[before..];
+                if a.on_read(data) {
+                    this.scan = Some(HeadScan::default());
+                }
+                if let Some(scan) = &mut this.scan
+                    && let Some((flags, _)) = scan.feed(data)
+                {
+                    a.head_flags.store(flags, Ordering::Relaxed);
+                    this.scan = None;
+                }
             }
         }
         res

@@ -5,7 +5,8 @@
 //! [`http::service`] routes ([`route`]), balances ([`balance`]), rewrites ([`headers`], [`trace`])
 //! and sends through [`upstream`] pools -> [`body`] streams the response back while [`observe`]
 //! records metrics ([`metrics`]) and the access log ([`access_log`]). [`error`] is the one place
-//! proxy failures become responses. [`admin`] serves health, metrics and introspection.
+//! proxy failures become responses; [`grpc`] knows gRPC calls (deadlines, statuses), and
+//! [`http::upgrade`] tunnels HTTP/1.1 upgrades. [`admin`] serves health, metrics and introspection.
 
 pub mod access_log;
 pub mod admin;
@@ -13,12 +14,18 @@ pub mod balance;
 pub mod body;
 pub mod cli;
 pub mod context;
+pub mod detect;
 pub mod error;
+pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod grpc;
 pub mod headers;
 pub mod http;
 pub mod io;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
 pub mod rng;
 pub mod route;
 pub mod server;
@@ -28,4 +35,4 @@ pub mod trace;
 pub mod upstream;
 pub mod worker;
 
-pub use server::{BoundAddrs, Proxy, StartError};
+pub use server::{BoundAddrs, Proxy, RunOptions, StartError};

@@ -42,6 +42,17 @@ pub struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DetectLabels {
+    pub listener: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub listener: String,
     pub reason: &'static str,
@@ -78,6 +89,10 @@ pub struct Metrics {
     upstream_connect_errors: Family<ClusterLabels, Counter>,
     upstream_rx: Family<ClusterLabels, Counter>,
     upstream_tx: Family<ClusterLabels, Counter>,
+    tcp_duration: Family<ListenerLabels, Histogram, LatencyHistogram>,
+    detections: Family<DetectLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    last_reload_success: Gauge,
 }
 
 impl Metrics {
@@ -161,8 +176,38 @@ impl Metrics {
             "Bytes written to upstream connections",
             upstream_tx.clone(),
         );
+        let tcp_duration = Family::new_with_constructor(LatencyHistogram);
+        registry.register(
+            "tcp_connection_duration_seconds",
+            "How long opaque TCP connections lasted, accept to close",
+            tcp_duration.clone(),
+        );
+        let detections = Family::default();
+        registry.register(
+            "protocol_detections",
+            "Connections on protocol: auto listeners by what detection decided \
+             (http1, http2, tls, opaque, timeout, closed)",
+            detections.clone(),
+        );
+        let reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Config changes seen, by result (applied or rejected)",
+            reloads.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success",
+            "1 if the last config change was applied (or none was seen yet), 0 if it was rejected",
+            last_reload_success.clone(),
+        );
+        last_reload_success.set(1);
         Arc::new(Metrics {
             registry,
+            tcp_duration,
+            detections,
+            reloads,
+            last_reload_success,
             requests,
             request_duration,
             upstream_duration,
@@ -249,6 +294,28 @@ impl Metrics {
             listener: listener.to_owned(),
             route: route.to_owned(),
         })
+    }
+
+    pub fn tcp_duration(&self, listener: &str, direction: &'static str) -> Histogram {
+        self.tcp_duration.get_or_create_owned(&ListenerLabels {
+            listener: listener.to_owned(),
+            direction,
+        })
+    }
+
+    pub fn detection(&self, listener: &str, result: &'static str) {
+        self.detections
+            .get_or_create(&DetectLabels {
+                listener: listener.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn config_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.last_reload_success.set(i64::from(applied));
     }
 
     /// Counted once per generated response; the label set is small and fixed, so it is looked up

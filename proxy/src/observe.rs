@@ -2,7 +2,8 @@
 //!
 //! A [`Completion`] is filled in as the request moves through the proxy and travels inside the
 //! response body ([`crate::body::ObservedBody`]), which calls [`Completion::finish`] when the last
-//! byte has gone out or the client went away.
+//! byte has gone out or the client went away. A request dropped before it has a response (an
+//! HTTP/2 reset, a closed connection) is counted when its `Completion` drops, as 499.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,11 +17,11 @@ use tokio::time::Instant;
 use crate::access_log::{push_json_str, rfc3339_millis};
 use crate::body::RequestBodyStats;
 use crate::context::ConnCtx;
-use crate::snapshot::{RouteRt, Snapshot};
+use crate::snapshot::{ListenerRt, RouteRt};
 
 pub struct Completion {
     ctx: Arc<ConnCtx>,
-    snapshot: Arc<Snapshot>,
+    listener: Arc<ListenerRt>,
     start: Instant,
     pub status: StatusCode,
     /// The route and the index of the backend chosen, once routing has happened.
@@ -31,7 +32,14 @@ pub struct Completion {
     pub request_body: Option<Arc<RequestBodyStats>>,
     /// Captured only when the access log is on.
     log: Option<LogFields>,
+    /// Set once the exchange has been counted, so that dropping it does not count it again.
+    recorded: bool,
 }
+
+/// The status recorded for a request whose client went away before the response head (an
+/// HTTP/2 reset, a closed connection): the request's future is dropped with its `Completion`.
+/// nginx's "client closed request".
+pub const CLIENT_CLOSED: u16 = 499;
 
 struct LogFields {
     method: Method,
@@ -44,11 +52,11 @@ struct LogFields {
 impl Completion {
     pub fn new(
         ctx: Arc<ConnCtx>,
-        snapshot: Arc<Snapshot>,
+        listener: Arc<ListenerRt>,
         start: Instant,
         req: &http::Request<hyper::body::Incoming>,
     ) -> Self {
-        let log = ctx.shared.access_log.as_ref().map(|_| LogFields {
+        let log = ctx.shared.access_log.load().as_ref().map(|_| LogFields {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -57,7 +65,7 @@ impl Completion {
         });
         Completion {
             ctx,
-            snapshot,
+            listener,
             start,
             status: StatusCode::OK,
             route: None,
@@ -65,7 +73,18 @@ impl Completion {
             upstream: None,
             request_body: None,
             log,
+            recorded: false,
         }
+    }
+
+    /// A failure the proxy answered for, or ended a response with: counted in
+    /// `remora_proxy_errors_total` by reason, and shown in the access log.
+    pub fn record_error(&mut self, reason: &'static str) {
+        self.ctx
+            .shared
+            .metrics
+            .proxy_error(&self.listener.name, reason);
+        self.error = Some(reason);
     }
 
     pub fn set_request_id(&mut self, id: &HeaderValue) {
@@ -76,20 +95,24 @@ impl Completion {
 
     /// Records the exchange. `sent` is the response body bytes written; `complete` is false when
     /// the response was cut short.
-    pub fn finish(self, sent: u64, complete: bool) {
+    pub fn finish(mut self, sent: u64, complete: bool) {
+        self.record(sent, complete);
+    }
+
+    fn record(&mut self, sent: u64, complete: bool) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let elapsed = self.start.elapsed();
         match &self.route {
             Some((route, backend)) => {
                 route.backends[*backend].requests.record(self.status);
                 route.latency.observe(elapsed.as_secs_f64());
             }
-            None => self.snapshot.listeners[self.ctx.listener]
-                .metrics
-                .unrouted
-                .record(self.status),
+            None => self.listener.metrics.unrouted.record(self.status),
         }
         self.ctx.activity.request_finished();
-        if let (Some(log), Some(writer)) = (&self.log, &self.ctx.shared.access_log) {
+        if let (Some(log), Some(writer)) = (&self.log, &*self.ctx.shared.access_log.load()) {
             writer.send(self.log_line(log, elapsed.as_secs_f64(), sent, complete));
         }
     }
@@ -99,7 +122,7 @@ impl Completion {
         s.push_str("{\"time\":\"");
         s.push_str(&rfc3339_millis(SystemTime::now()));
         s.push_str("\",\"listener\":");
-        push_json_str(&mut s, &self.snapshot.listeners[self.ctx.listener].name);
+        push_json_str(&mut s, &self.listener.name);
         s.push_str(",\"client\":\"");
         let _ = write!(s, "{}", self.ctx.peer);
         s.push_str("\",\"method\":");
@@ -151,6 +174,15 @@ impl Completion {
         opt_str(&mut s, self.error);
         s.push_str("}\n");
         s
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.status = StatusCode::from_u16(CLIENT_CLOSED).expect("a valid status code");
+            self.record(0, false);
+        }
     }
 }
 

@@ -1,22 +1,25 @@
-//! Starting and running a proxy: bind every socket, then serve on worker threads until shutdown.
+//! Starting, running, reloading and draining a proxy.
 //!
 //! Binding and serving are separate steps so a caller (the CLI, or a test) learns the real
 //! addresses of port-0 listeners before traffic starts. Each worker is a single-threaded tokio
-//! runtime on its own thread with its own accept loop on every listener socket; the main thread
-//! runs a small runtime for the admin listener and the shutdown signal.
+//! runtime on its own thread, with an accept loop on every listener socket. The main thread runs
+//! a small runtime for the admin listener, config reloads and the shutdown sequence; it is the
+//! only place that binds or closes listener sockets.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use remora_config::model::Config;
-use tokio::sync::watch;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
 use crate::context::{ConnCtx, Shared};
 use crate::metrics::Metrics;
-use crate::snapshot::{ListenerRtKind, Snapshot};
+use crate::snapshot::{ListenerHandle, ListenerRtKind, Snapshot};
 
 /// How often each worker closes pooled upstream connections that outlived their idle timeout.
 const REAP_INTERVAL: Duration = Duration::from_secs(5);
@@ -24,7 +27,7 @@ const REAP_INTERVAL: Duration = Duration::from_secs(5);
 /// A proxy whose sockets are bound but which serves nothing yet.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Listeners,
     admin: Option<std::net::TcpListener>,
     workers: usize,
 }
@@ -35,6 +38,22 @@ pub struct BoundAddrs {
     pub admin: Option<SocketAddr>,
     /// `(listener name, address)` in config order.
     pub listeners: Vec<(String, SocketAddr)>,
+}
+
+/// A callback for [`RunOptions::on_bound`].
+pub type OnBound = Box<dyn Fn(&BoundAddrs) + Send>;
+
+/// What [`Proxy::run`] does besides serving.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Watch this config file and apply valid changes to it (standalone mode).
+    pub config_file: Option<PathBuf>,
+    /// Called with the bound addresses whenever they change (after a reload adds or moves a
+    /// listener); the CLI writes them to `--write-addrs`.
+    pub on_bound: Option<OnBound>,
+    /// Drain on SIGTERM or SIGINT (a second one exits at once). Without it, only the admin
+    /// endpoint or [`crate::context::Drain::request`] stops the proxy.
+    pub handle_signals: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +70,16 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
+/// The listener sockets, by name, in config order.
+struct Listeners(Vec<BoundListener>);
+
+struct BoundListener {
+    handle: Arc<ListenerHandle>,
+    socket: std::net::TcpListener,
+    /// As configured (port 0 stays 0), to tell whether a reload moved the listener.
+    configured: SocketAddr,
+}
+
 impl Proxy {
     pub fn bind(config: Config) -> Result<Proxy, StartError> {
         let metrics = Metrics::new();
@@ -60,35 +89,32 @@ impl Proxy {
             }
             false => None,
         };
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|l| bind(&format!("listener {}", l.name), l.address))
-            .collect::<Result<Vec<_>, _>>()?;
         let admin = match &config.admin {
             Some(a) => Some(bind("the admin listener", a.address)?),
             None => None,
         };
         let workers = config.runtime.workers;
-        let snapshot = Snapshot::build(Arc::new(config), &metrics);
+        let snapshot = Snapshot::build(Arc::new(config), &metrics, None);
+        let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+        for (l, rt) in snapshot.config.listeners.iter().zip(&snapshot.listeners) {
+            listeners.push(BoundListener {
+                handle: ListenerHandle::new(rt.clone()),
+                socket: bind(&format!("listener {}", l.name), l.address)?,
+                configured: l.address,
+            });
+        }
         Ok(Proxy {
             shared: Arc::new(Shared::new(snapshot, metrics, access_log)),
-            listeners,
+            listeners: Listeners(listeners),
             admin,
             workers,
         })
     }
 
     pub fn addrs(&self) -> BoundAddrs {
-        let snapshot = self.shared.snapshot.load();
         BoundAddrs {
             admin: self.admin.as_ref().and_then(|l| l.local_addr().ok()),
-            listeners: snapshot
-                .listeners
-                .iter()
-                .zip(&self.listeners)
-                .filter_map(|(l, s)| Some((l.name.clone(), s.local_addr().ok()?)))
-                .collect(),
+            listeners: self.listeners.addrs(),
         }
     }
 
@@ -96,56 +122,189 @@ impl Proxy {
         &self.shared
     }
 
-    /// Serves until `shutdown` resolves. Blocks the calling thread.
-    pub fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    /// Serves until a signal (or the admin endpoint) asks to stop, then drains: stops
+    /// accepting, lets in-flight requests finish for up to `runtime.drain_timeout`, and returns.
+    /// A second signal during the drain ends it at once. Blocks the calling thread.
+    pub fn run(mut self, options: RunOptions) -> Result<(), StartError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(self.workers);
-        let mut threads = Vec::with_capacity(self.workers);
-        for index in 0..self.workers {
-            let sockets = self
-                .listeners
-                .iter()
-                .map(|l| l.try_clone())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(StartError::Runtime)?;
-            let shared = self.shared.clone();
-            let stop = stop_rx.clone();
-            let started = started_tx.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("remora-worker-{index}"))
-                .spawn(move || worker(index, shared, sockets, stop, started))
-                .map_err(StartError::Runtime)?;
-            threads.push(thread);
+        let (workers, threads) = start_workers(self.workers, &self.shared, stop_rx)?;
+        for l in &self.listeners.0 {
+            serve_listener(&workers, &self.shared, l)?;
         }
-        drop(started_tx);
-
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        let shared = self.shared.clone();
-        let admin = self.admin;
-        rt.block_on(async move {
-            if let Some(admin) = admin {
+        rt.block_on(async {
+            if let Some(admin) = self.admin.take() {
                 match tokio::net::TcpListener::from_std(admin) {
                     Ok(l) => {
-                        tokio::spawn(crate::admin::serve(l, shared.clone()));
+                        tokio::spawn(crate::admin::serve(l, self.shared.clone()));
                     }
                     Err(e) => tracing::error!(error = %e, "admin listener unusable"),
                 }
             }
-            // Ready once every worker accepts on every listener.
-            while started_rx.recv().await.is_some() {}
-            shared.set_ready();
+            let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+            let _watcher = match &options.config_file {
+                Some(path) => crate::reload::watch(path.clone(), reload_tx, self.shared.clone()),
+                None => None,
+            };
+            let mut signals = Signals::new(options.handle_signals);
+            self.shared.set_ready();
             tracing::info!("ready");
-            shutdown.await;
-            tracing::info!("shutting down");
+            loop {
+                tokio::select! {
+                    () = signals.recv() => break,
+                    () = self.shared.drain.requested() => break,
+                    Some(config) = reloads.recv() => {
+                        if self.apply(config, &workers)
+                            && let Some(on_bound) = &options.on_bound
+                        {
+                            on_bound(&self.addrs());
+                        }
+                    }
+                }
+            }
+            self.drain(&mut signals).await;
         });
         let _ = stop_tx.send(true);
         for t in threads {
             let _ = t.join();
         }
         Ok(())
+    }
+
+    /// Stops accepting, tells every connection to finish, and waits for them, for the drain
+    /// timeout or until a second signal.
+    async fn drain(&self, signals: &mut Signals) {
+        let timeout = self.shared.snapshot.load().config.runtime.drain_timeout;
+        let open = self.shared.drain.open_connections();
+        tracing::info!(?timeout, open, "draining");
+        self.shared.drain.start();
+        tokio::select! {
+            () = self.shared.drain.all_closed() => tracing::info!("drained"),
+            () = tokio::time::sleep(timeout) => tracing::warn!(
+                open = self.shared.drain.open_connections(),
+                "drain timeout reached; exiting with connections open"
+            ),
+            () = signals.recv() => tracing::warn!("second signal; exiting now"),
+        }
+    }
+
+    /// Applies a validated config. Listener sockets stay open unless their address changed;
+    /// new ones are bound before anything is swapped, so a config that cannot be bound changes
+    /// nothing. Returns whether it was applied.
+    fn apply(&mut self, config: Config, workers: &[Handle]) -> bool {
+        let metrics = &self.shared.metrics;
+        let previous = self.shared.snapshot.load_full();
+        warn_restart_only(&previous.config, &config);
+        let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous));
+        let plan = match self.listeners.plan(&snapshot) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload rejected; the previous config stays");
+                metrics.config_reload(false);
+                return false;
+            }
+        };
+        if snapshot.config.access_log != previous.config.access_log {
+            let log = &snapshot.config.access_log;
+            match log
+                .enabled
+                .then(|| AccessLog::start(&log.target))
+                .transpose()
+            {
+                Ok(writer) => self.shared.access_log.store(writer.map(Arc::new)),
+                Err(e) => tracing::error!(error = %e, "cannot open the new access log"),
+            }
+        }
+        let started = self.listeners.commit(plan, &snapshot);
+        for l in started {
+            if let Err(e) = serve_listener(workers, &self.shared, &self.listeners.0[l]) {
+                tracing::error!(error = %e, "cannot serve a new listener");
+            }
+        }
+        self.shared.snapshot.store(Arc::new(snapshot));
+        metrics.config_reload(true);
+        tracing::info!("config reloaded");
+        true
+    }
+}
+
+/// What a reload does to each listener of the new config, in its order.
+enum Step {
+    /// Same name and address: keep the socket, swap the runtime.
+    Keep(usize),
+    /// New, or moved: a socket bound for it.
+    Bind(std::net::TcpListener),
+}
+
+impl Listeners {
+    fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.0
+            .iter()
+            .filter_map(|l| Some((l.handle.name.clone(), l.socket.local_addr().ok()?)))
+            .collect()
+    }
+
+    /// Binds what the new config needs, without changing anything yet.
+    fn plan(&self, snapshot: &Snapshot) -> Result<Vec<Step>, StartError> {
+        let current: HashMap<(&str, SocketAddr), usize> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((l.handle.name.as_str(), l.configured), i))
+            .collect();
+        snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| match current.get(&(l.name.as_str(), l.address)) {
+                Some(&i) => Ok(Step::Keep(i)),
+                None => bind(&format!("listener {}", l.name), l.address).map(Step::Bind),
+            })
+            .collect()
+    }
+
+    /// Swaps in the new listeners; stops the ones that are gone. Returns the indices of
+    /// listeners that need accept loops.
+    fn commit(&mut self, plan: Vec<Step>, snapshot: &Snapshot) -> Vec<usize> {
+        let mut old: Vec<Option<BoundListener>> = self.0.drain(..).map(Some).collect();
+        let mut started = Vec::new();
+        for (i, step) in plan.into_iter().enumerate() {
+            let rt = snapshot.listeners[i].clone();
+            let bound = match step {
+                Step::Keep(j) => {
+                    let kept = old[j].take().expect("each listener is kept at most once");
+                    kept.handle.store(rt);
+                    kept
+                }
+                Step::Bind(socket) => {
+                    started.push(i);
+                    BoundListener {
+                        handle: ListenerHandle::new(rt),
+                        socket,
+                        configured: snapshot.config.listeners[i].address,
+                    }
+                }
+            };
+            self.0.push(bound);
+        }
+        for gone in old.into_iter().flatten() {
+            tracing::info!(listener = %gone.handle.name, "listener closed by reload");
+            gone.handle.stop();
+        }
+        started
+    }
+}
+
+/// Settings that only take effect at start; a reload that changes them says so.
+fn warn_restart_only(old: &Config, new: &Config) {
+    if old.admin != new.admin {
+        tracing::warn!("admin address changes take effect at the next restart");
+    }
+    if old.runtime.workers != new.runtime.workers {
+        tracing::warn!("runtime.workers changes take effect at the next restart");
     }
 }
 
@@ -166,68 +325,121 @@ fn bind(what: &str, addr: SocketAddr) -> Result<std::net::TcpListener, StartErro
     Ok(socket.into())
 }
 
-fn worker(
-    index: usize,
-    shared: Arc<Shared>,
-    sockets: Vec<std::net::TcpListener>,
-    mut stop: watch::Receiver<bool>,
-    started: tokio::sync::mpsc::Sender<()>,
-) {
-    crate::worker::set(index);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(worker = index, error = %e, "cannot start worker runtime");
-            return;
-        }
-    };
-    rt.block_on(async move {
-        for (listener, socket) in sockets.into_iter().enumerate() {
-            match tokio::net::TcpListener::from_std(socket) {
-                Ok(l) => {
-                    tokio::spawn(accept_loop(shared.clone(), listener, l));
-                }
-                Err(e) => tracing::error!(worker = index, error = %e, "listener unusable"),
-            }
-        }
-        tokio::spawn(reap_loop(shared.clone()));
-        let _ = started.send(()).await;
-        drop(started);
-        let _ = stop.wait_for(|stop| *stop).await;
-    });
+type Threads = Vec<std::thread::JoinHandle<()>>;
+
+/// Starts the worker threads; returns their runtime handles once all are running.
+fn start_workers(
+    count: usize,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> Result<(Vec<Handle>, Threads), StartError> {
+    let (handles_tx, handles_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(count);
+    for index in 0..count {
+        let (shared, mut stop, handles_tx) = (shared.clone(), stop.clone(), handles_tx.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("remora-worker-{index}"))
+            .spawn(move || {
+                crate::worker::set(index);
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "cannot start worker runtime");
+                        return;
+                    }
+                };
+                let _ = handles_tx.send(rt.handle().clone());
+                // Dropped now so the starter's collect() ends once every worker reported.
+                drop(handles_tx);
+                rt.block_on(async move {
+                    tokio::spawn(reap_loop(shared));
+                    let _ = stop.wait_for(|stop| *stop).await;
+                });
+            })
+            .map_err(StartError::Runtime)?;
+        threads.push(thread);
+    }
+    drop(handles_tx);
+    let handles: Vec<Handle> = handles_rx.iter().collect();
+    if handles.len() != count {
+        return Err(StartError::Runtime(std::io::Error::other(
+            "a worker runtime failed to start",
+        )));
+    }
+    Ok((handles, threads))
 }
 
-async fn accept_loop(shared: Arc<Shared>, index: usize, listener: tokio::net::TcpListener) {
-    let snapshot = shared.snapshot.load_full();
-    let limits = &snapshot.config.limits;
-    let builder = Arc::new(crate::http::builder(limits));
-    let timeouts = crate::http::Timeouts {
-        idle: limits.idle_timeout,
-        header_read: limits.header_read_timeout,
-    };
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+/// Starts an accept loop for `listener` on every worker.
+fn serve_listener(
+    workers: &[Handle],
+    shared: &Arc<Shared>,
+    listener: &BoundListener,
+) -> Result<(), StartError> {
+    for worker in workers {
+        let socket = listener.socket.try_clone().map_err(StartError::Runtime)?;
+        let (shared, handle) = (shared.clone(), listener.handle.clone());
+        worker.spawn(async move {
+            match tokio::net::TcpListener::from_std(socket) {
+                Ok(socket) => accept_loop(shared, handle, socket).await,
+                Err(e) => tracing::error!(error = %e, "listener unusable"),
             }
+        });
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerHandle>,
+    socket: tokio::net::TcpListener,
+) {
+    let mut stopped = listener.stopped();
+    let mut draining = shared.drain.watch();
+    loop {
+        let (stream, peer) = tokio::select! {
+            res = socket.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = until_set(&mut stopped) => return,
+            () = until_set(&mut draining) => return,
         };
         let _ = stream.set_nodelay(true);
-        match &snapshot.listeners[index].kind {
+        let rt = listener.load();
+        let limits = &rt.limits;
+        let timeouts = crate::http::Timeouts {
+            idle: limits.idle_timeout,
+            header_read: limits.header_read_timeout,
+        };
+        let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
+        let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
+        match &rt.kind {
             ListenerRtKind::Http(_) => {
-                let ctx = Arc::new(ConnCtx::new(shared.clone(), index, peer, true));
-                tokio::spawn(crate::http::serve(ctx, stream, builder.clone(), timeouts));
+                tokio::spawn(crate::http::serve(
+                    ctx,
+                    stream,
+                    rt.builder.clone(),
+                    timeouts,
+                ));
             }
             ListenerRtKind::Tcp(cluster) => {
-                let ctx = Arc::new(ConnCtx::new(shared.clone(), index, peer, false));
-                let idle = timeouts.idle;
-                tokio::spawn(crate::tcp::serve(ctx, stream, cluster.clone(), idle));
+                tokio::spawn(crate::tcp::serve(
+                    ctx,
+                    stream,
+                    cluster.clone(),
+                    timeouts.idle,
+                ));
+            }
+            ListenerRtKind::Auto { .. } => {
+                tokio::spawn(crate::detect::serve(ctx, stream, rt.clone(), timeouts));
             }
         }
     }
@@ -241,4 +453,42 @@ async fn reap_loop(shared: Arc<Shared>) {
             cluster.reap_idle();
         }
     }
+}
+
+/// SIGTERM and SIGINT, when the proxy handles them.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn new(enabled: bool) -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let pair = enabled.then(|| {
+            Some((
+                signal(SignalKind::terminate()).ok()?,
+                signal(SignalKind::interrupt()).ok()?,
+            ))
+        });
+        if enabled && pair.as_ref().is_none_or(Option::is_none) {
+            tracing::error!(
+                "cannot install signal handlers; stop the proxy from the admin endpoint"
+            );
+        }
+        Signals(pair.flatten())
+    }
+
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Resolves once the flag is true (or its sender is gone).
+pub(crate) async fn until_set(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await.map(|_| ());
 }

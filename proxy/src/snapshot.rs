@@ -1,16 +1,19 @@
 //! Runtime objects built from one validated config: route tables, clusters with their balancers
 //! and pools, and the metric handles each needs.
 //!
-//! A snapshot is immutable once built and is published whole through an `ArcSwap`; a request
-//! takes the current one when it starts and keeps it to the end, so a later config never changes
+//! A snapshot is immutable once built. Each listener's part ([`ListenerRt`]) is published
+//! through its [`ListenerHandle`]; a request takes the listener's current runtime when it starts
+//! and keeps it (and through it the routes and clusters) to the end, so a reload never changes
 //! a request in flight.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::histogram::Histogram;
-use remora_config::model::{Config, Direction, HeaderRewrite, ListenerKind};
+use remora_config::model::{Config, Direction, HeaderRewrite, Limits, ListenerKind, Route};
+use tokio::sync::watch;
 
 use crate::balance::WeightedSplit;
 use crate::metrics::{ListenerMetrics, Metrics, StatusCounters};
@@ -19,21 +22,77 @@ use crate::upstream::ClusterRt;
 
 pub struct Snapshot {
     pub config: Arc<Config>,
-    /// In the order of `config.listeners`; accept loops refer to them by index.
-    pub listeners: Vec<ListenerRt>,
+    /// In the order of `config.listeners`.
+    pub listeners: Vec<Arc<ListenerRt>>,
     pub clusters: Vec<Arc<ClusterRt>>,
 }
 
+/// One listener as configured now. Connections read it through their [`ListenerHandle`].
 pub struct ListenerRt {
     pub name: String,
     pub direction: Direction,
     pub kind: ListenerRtKind,
     pub metrics: ListenerMetrics,
+    /// The config's limits, copied here so a request needs nothing but its listener.
+    pub limits: Limits,
+    /// hyper's connection builder, configured from `limits`.
+    pub builder: Arc<crate::http::Builder>,
 }
 
 pub enum ListenerRtKind {
     Http(RouteTable<RouteRt>),
     Tcp(Arc<ClusterRt>),
+    /// Protocol detection: HTTP goes to `routes`, anything else to `fallback` (or is closed).
+    Auto {
+        routes: RouteTable<RouteRt>,
+        fallback: Option<Arc<ClusterRt>>,
+        detect_timeout: Duration,
+    },
+}
+
+impl ListenerRtKind {
+    /// The route table, for listeners that serve HTTP.
+    pub fn routes(&self) -> Option<&RouteTable<RouteRt>> {
+        match self {
+            ListenerRtKind::Http(t) | ListenerRtKind::Auto { routes: t, .. } => Some(t),
+            ListenerRtKind::Tcp(_) => None,
+        }
+    }
+}
+
+/// A listener's identity across reloads: the socket and its accept loops stay, the runtime
+/// behind it is swapped.
+pub struct ListenerHandle {
+    pub name: String,
+    current: ArcSwap<ListenerRt>,
+    /// Set to true when the listener is removed (or its address changes): its accept loops end.
+    stop: watch::Sender<bool>,
+}
+
+impl ListenerHandle {
+    pub fn new(rt: Arc<ListenerRt>) -> Arc<Self> {
+        Arc::new(ListenerHandle {
+            name: rt.name.clone(),
+            current: ArcSwap::new(rt),
+            stop: watch::channel(false).0,
+        })
+    }
+
+    pub fn load(&self) -> Arc<ListenerRt> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, rt: Arc<ListenerRt>) {
+        self.current.store(rt);
+    }
+
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
 }
 
 pub struct RouteRt {
@@ -54,57 +113,55 @@ pub struct BackendRt {
 }
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>, metrics: &Metrics) -> Snapshot {
+    /// Builds the runtime for `config`. Clusters whose config did not change since `previous`
+    /// are reused as they are, pooled connections and round-robin position included, so a
+    /// reload that touches routes does not reconnect to every upstream.
+    pub fn build(config: Arc<Config>, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let workers = config.runtime.workers;
+        let reusable: HashMap<&str, &Arc<ClusterRt>> = previous
+            .map(|p| p.clusters.iter().map(|c| (c.name.as_str(), c)).collect())
+            .unwrap_or_default();
         let clusters: Vec<Arc<ClusterRt>> = config
             .clusters
             .iter()
-            .map(|c| ClusterRt::new(c, workers, metrics))
+            .map(|c| match reusable.get(c.name.as_str()) {
+                Some(old) if old.config == *c => Arc::clone(old),
+                _ => ClusterRt::new(c, workers, metrics),
+            })
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRt>> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
-        let cluster = |name: &str| -> Arc<ClusterRt> {
-            // Validation guarantees that every referenced cluster exists.
-            Arc::clone(by_name[name])
-        };
+        // Validation guarantees that every referenced cluster exists.
+        let cluster = |name: &str| -> Arc<ClusterRt> { Arc::clone(by_name[name]) };
+        let builder = Arc::new(crate::http::builder(&config.limits));
         let listeners = config
             .listeners
             .iter()
             .map(|l| {
                 let direction = l.direction.as_str();
+                let table =
+                    |routes: &[Route]| route_table(routes, &l.name, direction, metrics, &cluster);
                 let kind = match &l.kind {
                     ListenerKind::Tcp { cluster: c } => ListenerRtKind::Tcp(cluster(c)),
-                    ListenerKind::Http { routes } => {
-                        ListenerRtKind::Http(RouteTable::new(routes.iter().map(|r| {
-                            let backends = r
-                                .backends
-                                .iter()
-                                .map(|b| BackendRt {
-                                    cluster: cluster(&b.cluster),
-                                    requests: metrics
-                                        .status_counters(&l.name, direction, &r.name, &b.cluster),
-                                })
-                                .collect();
-                            let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
-                            let rt = RouteRt {
-                                name: r.name.clone(),
-                                split: WeightedSplit::new(&weights),
-                                backends,
-                                timeout: r.timeout,
-                                request_headers: r.request_headers.clone(),
-                                response_headers: r.response_headers.clone(),
-                                latency: metrics.route_latency(&l.name, &r.name),
-                            };
-                            (r.matches.clone(), Arc::new(rt))
-                        })))
-                    }
+                    ListenerKind::Http { routes } => ListenerRtKind::Http(table(routes)),
+                    ListenerKind::Auto {
+                        routes,
+                        cluster: fallback,
+                        detect_timeout,
+                    } => ListenerRtKind::Auto {
+                        routes: table(routes),
+                        fallback: fallback.as_deref().map(&cluster),
+                        detect_timeout: *detect_timeout,
+                    },
                 };
-                ListenerRt {
+                Arc::new(ListenerRt {
                     name: l.name.clone(),
                     direction: l.direction,
                     kind,
                     metrics: metrics.listener(&l.name, direction),
-                }
+                    limits: config.limits.clone(),
+                    builder: builder.clone(),
+                })
             })
             .collect();
         Snapshot {
@@ -113,4 +170,34 @@ impl Snapshot {
             clusters,
         }
     }
+}
+
+fn route_table(
+    routes: &[Route],
+    listener: &str,
+    direction: &'static str,
+    metrics: &Metrics,
+    cluster: &dyn Fn(&str) -> Arc<ClusterRt>,
+) -> RouteTable<RouteRt> {
+    RouteTable::new(routes.iter().map(|r| {
+        let backends = r
+            .backends
+            .iter()
+            .map(|b| BackendRt {
+                cluster: cluster(&b.cluster),
+                requests: metrics.status_counters(listener, direction, &r.name, &b.cluster),
+            })
+            .collect();
+        let weights: Vec<u32> = r.backends.iter().map(|b| b.weight).collect();
+        let rt = RouteRt {
+            name: r.name.clone(),
+            split: WeightedSplit::new(&weights),
+            backends,
+            timeout: r.timeout,
+            request_headers: r.request_headers.clone(),
+            response_headers: r.response_headers.clone(),
+            latency: metrics.route_latency(listener, &r.name),
+        };
+        (r.matches.clone(), Arc::new(rt))
+    }))
 }

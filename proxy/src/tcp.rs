@@ -13,9 +13,15 @@ use crate::metrics::OpenGuard;
 use crate::upstream::{ClusterRt, connect};
 
 pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>, idle: Duration) {
-    let snapshot = ctx.shared.snapshot.load();
-    let metrics = snapshot.listeners[ctx.listener].metrics.clone();
-    drop(snapshot);
+    let listener = ctx.listener_rt();
+    let metrics = listener.metrics.clone();
+    let duration = ctx
+        .shared
+        .metrics
+        .tcp_duration(&listener.name, listener.direction.as_str());
+    drop(listener);
+    let start = tokio::time::Instant::now();
+    let _record = scopeguard(move || duration.observe(start.elapsed().as_secs_f64()));
     let _open = OpenGuard::new(&metrics.open, &metrics.total);
 
     let ep = match cluster.pick() {
@@ -46,4 +52,17 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
             tracing::debug!(peer = %ctx.peer, upstream = %addr, "closing idle TCP connection");
         }
     }
+}
+
+/// Runs `f` when dropped, on every way out of the function.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -41,13 +41,19 @@
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
 //! - [`raw`]: byte-level HTTP and TCP: malformed requests, TCP echo, misbehaving servers;
 //! - [`body`]: large bodies generated and checked chunk by chunk, never held whole;
+//! - [`load`]: request loops on keep-alive HTTP/1.1 and h2c connections, checking every
+//!   response, for tests that change the proxy under traffic;
 //! - [`metrics`]: the `/metrics` text parsed into samples;
+//! - [`python`]: real gRPC and WebSocket peers, Python scripts in `tests/python/` run in the
+//!   venv `scripts/test.sh` sets up;
 //! - [`util`]: free ports, temp dirs, polling.
 
 pub mod body;
 pub mod client;
+pub mod load;
 pub mod metrics;
 pub mod process;
+pub mod python;
 pub mod raw;
 pub mod upstream;
 pub mod util;

@@ -5,6 +5,10 @@
 //! (port 0 resolved) to the second file, and the harness then polls the admin `/ready` until it
 //! answers 200. No fixed ports, no sleeps.
 //!
+//! Tests of hot reload change the config with [`ProxyProcess::write_config`] and re-read the
+//! addresses with [`ProxyProcess::refresh_addrs`]; tests of draining send signals with
+//! [`ProxyProcess::signal`] and wait with [`ProxyProcess::wait_exit`].
+//!
 //! Output is captured line by line: access-log lines on stdout by default, the proxy's own logs
 //! on stderr. The child is killed on drop; if the test is panicking, its stderr is printed first.
 
@@ -25,6 +29,12 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long [`ProxyProcess::wait_metric`] waits for a value.
 pub const METRIC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Name of the config file the harness writes in the proxy's directory.
+const CONFIG_FILE: &str = "remora.yaml";
+
+/// Name of the `--write-addrs` file in the proxy's directory.
+const ADDRS_FILE: &str = "addrs.json";
 
 /// Name of the proxy program built by this package (see `src/bin/e2e-remora-proxy.rs`).
 pub const BIN_NAME: &str = "e2e-remora-proxy";
@@ -91,12 +101,31 @@ impl Captured {
         lines.clone()
     }
 
+    /// Waits until a line satisfies `pred` and returns it. Panics on timeout, showing every line.
+    pub fn wait_for_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if let Some(line) = lines.iter().find(|l| pred(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out after {timeout:?} waiting for a line; have {}:\n{}",
+                lines.len(),
+                lines.join("\n")
+            );
+            lines = self.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
     fn push(&self, line: String) {
         self.lines.lock().unwrap().push(line);
         self.grew.notify_all();
     }
 
-    fn pump(self: Arc<Self>, from: impl Read + Send + 'static) -> JoinHandle<()> {
+    pub(crate) fn pump(self: Arc<Self>, from: impl Read + Send + 'static) -> JoinHandle<()> {
         std::thread::spawn(move || {
             for line in BufReader::new(from).lines() {
                 match line {
@@ -140,6 +169,8 @@ impl BoundAddrs {
 #[derive(Debug, Default, Clone)]
 pub struct ProxyBuilder {
     config: Option<String>,
+    /// A config file the test manages itself (a symlink chain, say); wins over `config`.
+    config_file: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -148,6 +179,13 @@ impl ProxyBuilder {
     /// Run with `--config` pointing at a file holding `yaml`.
     pub fn config(mut self, yaml: &str) -> Self {
         self.config = Some(yaml.to_owned());
+        self
+    }
+
+    /// Run with `--config path`, a file the test writes and changes itself (for layouts the
+    /// harness does not make, such as a Kubernetes ConfigMap's symlinks).
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
         self
     }
 
@@ -175,13 +213,24 @@ impl ProxyBuilder {
     /// async test too: upstreams and client connections run on runtimes of their own.
     pub fn start(self) -> ProxyProcess {
         let dir = TempDir::new("proxy");
-        let addrs_file = dir.path().join("addrs.json");
+        let addrs_file = dir.path().join(ADDRS_FILE);
         let mut cmd = Command::new(proxy_bin());
-        if let Some(yaml) = &self.config {
-            let config_file = dir.path().join("remora.yaml");
-            std::fs::write(&config_file, yaml).expect("write config");
-            cmd.arg("--config").arg(&config_file);
+        let config_file = match (&self.config_file, &self.config) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(yaml)) => {
+                let path = dir.path().join(CONFIG_FILE);
+                std::fs::write(&path, yaml).expect("write config");
+                Some(path)
+            }
+            (None, None) => None,
+        };
+        if let Some(path) = &config_file {
+            cmd.arg("--config").arg(path);
         }
+        let config = match &self.config_file {
+            Some(path) => std::fs::read_to_string(path).ok(),
+            None => self.config,
+        };
         cmd.arg("--write-addrs")
             .arg(&addrs_file)
             .args(&self.args)
@@ -207,7 +256,8 @@ impl ProxyBuilder {
             stdout,
             stderr,
             pumps,
-            config: self.config,
+            config,
+            config_file,
             dir,
         };
         proxy.addrs = proxy.wait_for_addrs(&addrs_file);
@@ -239,6 +289,8 @@ pub struct ProxyProcess {
     pumps: Vec<JoinHandle<()>>,
     /// The config it was started with, if any, for failure messages.
     config: Option<String>,
+    /// The `--config` path, which the proxy watches for changes.
+    config_file: Option<PathBuf>,
     /// Holds the config and addrs files; removed on drop.
     dir: TempDir,
 }
@@ -309,6 +361,83 @@ impl ProxyProcess {
     /// The directory holding this proxy's config file; tests may put other files there.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The `--config` file the proxy watches. Panics if it was started without one.
+    pub fn config_file(&self) -> &Path {
+        self.config_file
+            .as_deref()
+            .expect("this proxy was started without --config")
+    }
+
+    /// Replaces the config file the way editors and `kubectl cp` do: writes a temporary file
+    /// next to it and renames it over the old one, so the proxy never sees half a file. The
+    /// proxy applies (or rejects) it shortly after; see `remora_proxy::reload`.
+    pub fn write_config(&self, yaml: &str) {
+        let path = self.config_file();
+        let tmp = path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write the new config");
+        std::fs::rename(&tmp, path).expect("rename the new config into place");
+    }
+
+    /// The `--write-addrs` file as it is now: the proxy rewrites it after every applied reload.
+    pub fn read_addrs_file(&self) -> BoundAddrs {
+        let file = self.dir.path().join(ADDRS_FILE);
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+        BoundAddrs::parse(&text)
+    }
+
+    /// Takes the listener addresses from the `--write-addrs` file again, after a reload added,
+    /// removed or moved listeners; [`ProxyProcess::listener`] answers from them. The admin
+    /// address stays the one read at start: it only changes at a restart.
+    pub fn refresh_addrs(&mut self) -> &BoundAddrs {
+        self.addrs.listeners = self.read_addrs_file().listeners;
+        &self.addrs
+    }
+
+    /// Sends `signal` (a name `kill` knows: `TERM`, `INT`, ...) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// The exit status if the proxy has exited, without waiting.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits (blocking the thread) for the proxy to exit on its own; afterwards all of its
+    /// output has been captured. Panics if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.exit_status() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the proxy is still running after {timeout:?}; stderr:\n{}",
+                self.stderr.text()
+            );
+            std::thread::sleep(crate::util::POLL_INTERVAL);
+        };
+        for p in self.pumps.drain(..) {
+            let _ = p.join();
+        }
+        status
+    }
+
+    /// How many file descriptors the proxy has open (entries of `/proc/PID/fd`): sockets,
+    /// epoll and event fds, pipes, the watcher's inotify fd.
+    pub fn open_fds(&self) -> usize {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+            .count()
     }
 
     /// Resident memory of the proxy process in KiB (`VmRSS` in `/proc/PID/status`).

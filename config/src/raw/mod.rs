@@ -70,6 +70,11 @@ pub struct Runtime {
     /// for heavy traffic; a sidecar shares its node with the application it serves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Field<usize>,
+    /// On SIGTERM (or `POST /drain` on the admin listener), how long requests in flight get
+    /// to finish before the proxy exits anyway. Keep it at or below the pod's
+    /// `terminationGracePeriodSeconds`. `0s` exits at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Field<DurationValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -106,6 +111,14 @@ pub struct Limits {
     /// A client connection with no request in flight is closed after this long.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Field<DurationValue>,
+    /// Longest silence from a client in the middle of sending a request body; past it the
+    /// request fails (408 if no response was sent yet) and the connection is closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_timeout: Field<DurationValue>,
+    /// HTTP/2: requests one client connection may have in flight at once. Clients wait for a
+    /// free stream before sending more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Field<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -113,6 +126,9 @@ pub struct Limits {
 #[schemars(extend("if" = {"properties": {"protocol": {"const": "tcp"}}, "required": ["protocol"]}))]
 #[schemars(extend("then" = {"required": ["cluster"]}))]
 #[schemars(extend("else" = {"required": ["routes"]}))]
+#[schemars(extend("dependencies" = {
+    "detect_timeout": {"properties": {"protocol": {"const": "auto"}}, "required": ["protocol"]}
+}))]
 pub struct Listener {
     /// Unique among listeners; appears in metrics and logs. Left out, it is the address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,20 +137,29 @@ pub struct Listener {
     #[schemars(required)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Field<String>,
-    /// `http` (requests routed by `routes`) or `tcp` (bytes forwarded to `cluster`).
+    /// `http` (requests routed by `routes`), `tcp` (bytes forwarded to `cluster`), or `auto`
+    /// (the first bytes decide: HTTP is routed by `routes`, anything else is forwarded to
+    /// `cluster`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Field<ListenerProtocol>,
     /// `inbound` (traffic for the local workload) or `outbound` (traffic the workload sends).
     /// Appears in metrics and logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Field<Direction>,
-    /// HTTP listeners: the routes, most specific match first (see the route precedence in
-    /// examples/routing.yaml). At least one.
+    /// HTTP and auto listeners: the routes, most specific match first (see the route
+    /// precedence in examples/routing.yaml). At least one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routes: Option<List<Route>>,
-    /// TCP listeners: the cluster every connection is forwarded to.
+    /// TCP listeners: the cluster every connection is forwarded to. Auto listeners: where
+    /// connections that are not HTTP go; left out, they are closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Field<String>,
+    /// Auto listeners: how long to wait for the client's first bytes. A client that stays
+    /// silent this long is taken to be waiting for a server-speaks-first protocol (MySQL,
+    /// SMTP) and is forwarded to `cluster`, so those clients wait this long on every
+    /// connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detect_timeout: Field<DurationValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -142,6 +167,7 @@ pub struct Listener {
 pub enum ListenerProtocol {
     Http,
     Tcp,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -1,9 +1,10 @@
 //! `listeners:`: addresses that do not collide, and the right body for each protocol.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{Cx, Names, addr, elements, join, name_text, routes, value};
-use crate::defaults;
+use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, ListenerProtocol, Pos};
 
@@ -113,46 +114,103 @@ fn check_collision(cx: &Cx, address: SocketAddr, pos: Pos, path: &str, bound: &[
     }
 }
 
-/// What the listener does with a connection: route HTTP requests, or forward TCP bytes.
+/// What the listener does with a connection: route HTTP requests, forward TCP bytes, or look
+/// at the first bytes to choose between the two.
 fn kind(cx: &Cx, raw: &raw::Listener, pos: Pos, path: &str) -> Option<model::ListenerKind> {
     let protocol = match &raw.protocol {
         None => Some(defaults::LISTENER_PROTOCOL),
         Some(item) => item.get().copied(),
     };
-    let routes_path = join(path, "routes");
-    let cluster_path = join(path, "cluster");
     match protocol {
-        Some(ListenerProtocol::Http) => {
-            if let Some(cluster) = &raw.cluster {
-                let msg = "'cluster' is for tcp listeners; an http listener sends requests \
-                           through its routes (or set protocol: tcp)";
-                cx.report(cluster.pos, &cluster_path, msg);
-            }
-            let why = " (an http listener needs at least one route)";
-            let list = cx.required(&raw.routes, pos, path, "routes", why)?;
-            let routes = routes::routes(cx, list, &routes_path)?;
-            Some(model::ListenerKind::Http { routes })
-        }
-        Some(ListenerProtocol::Tcp) => {
-            if let Some(routes) = &raw.routes {
-                let msg = "routes are for http listeners; a tcp listener forwards every \
-                           connection to its 'cluster'";
-                cx.report(routes.pos, &routes_path, msg);
-            }
-            let why = " (a tcp listener forwards connections to one cluster)";
-            let cluster = cx.required(&raw.cluster, pos, path, "cluster", why)?;
-            let cluster = cx.cluster_ref(cluster, &cluster_path)?;
-            Some(model::ListenerKind::Tcp { cluster })
-        }
+        Some(ListenerProtocol::Http) => http(cx, raw, pos, path),
+        Some(ListenerProtocol::Tcp) => tcp(cx, raw, pos, path),
+        Some(ListenerProtocol::Auto) => auto(cx, raw, pos, path),
         None => {
             // The protocol is invalid and reported; still check whatever else is there.
             if let Some(list) = &raw.routes {
-                routes::routes(cx, list, &routes_path);
+                routes::routes(cx, list, &join(path, "routes"), "http");
             }
             if let Some(cluster) = &raw.cluster {
-                cx.cluster_ref(cluster, &cluster_path);
+                cx.cluster_ref(cluster, &join(path, "cluster"));
             }
+            detect_timeout(cx, raw, path);
             None
         }
+    }
+}
+
+fn http(cx: &Cx, raw: &raw::Listener, pos: Pos, path: &str) -> Option<model::ListenerKind> {
+    if let Some(cluster) = &raw.cluster {
+        // With routes written, the user most likely wants the HTTP routed and the rest
+        // forwarded; without, every connection forwarded.
+        let instead = if raw.routes.is_some() {
+            "protocol: auto to forward connections that are not HTTP to this cluster"
+        } else {
+            "protocol: tcp"
+        };
+        let msg = format!(
+            "'cluster' is for tcp and auto listeners; an http listener sends requests through \
+             its routes (or set {instead})"
+        );
+        cx.report(cluster.pos, &join(path, "cluster"), msg);
+    }
+    not_detecting(cx, raw, path, "an http listener");
+    let why = " (an http listener needs at least one route)";
+    let list = cx.required(&raw.routes, pos, path, "routes", why)?;
+    let routes = routes::routes(cx, list, &join(path, "routes"), "http")?;
+    Some(model::ListenerKind::Http { routes })
+}
+
+fn tcp(cx: &Cx, raw: &raw::Listener, pos: Pos, path: &str) -> Option<model::ListenerKind> {
+    if let Some(routes) = &raw.routes {
+        let msg = "routes are for http and auto listeners; a tcp listener forwards every \
+                   connection to its 'cluster' (or set protocol: auto to route HTTP and forward \
+                   the rest)";
+        cx.report(routes.pos, &join(path, "routes"), msg);
+    }
+    not_detecting(cx, raw, path, "a tcp listener");
+    let why = " (a tcp listener forwards connections to one cluster)";
+    let cluster = cx.required(&raw.cluster, pos, path, "cluster", why)?;
+    let cluster = cx.cluster_ref(cluster, &join(path, "cluster"))?;
+    Some(model::ListenerKind::Tcp { cluster })
+}
+
+/// Routes for what turns out to be HTTP, and an optional cluster for everything else.
+fn auto(cx: &Cx, raw: &raw::Listener, pos: Pos, path: &str) -> Option<model::ListenerKind> {
+    let why = " (an auto listener needs at least one route for the HTTP it detects)";
+    let routes = cx
+        .required(&raw.routes, pos, path, "routes", why)
+        .and_then(|list| routes::routes(cx, list, &join(path, "routes"), "auto"));
+    // No cluster is allowed: connections that are not HTTP are then closed.
+    let cluster = match &raw.cluster {
+        None => Some(None),
+        Some(item) => cx.cluster_ref(item, &join(path, "cluster")).map(Some),
+    };
+    let detect_timeout = detect_timeout(cx, raw, path);
+    Some(model::ListenerKind::Auto {
+        routes: routes?,
+        cluster: cluster?,
+        detect_timeout,
+    })
+}
+
+fn detect_timeout(cx: &Cx, raw: &raw::Listener, path: &str) -> Duration {
+    cx.duration(
+        &raw.detect_timeout,
+        &join(path, "detect_timeout"),
+        ranges::DETECT_TIMEOUT,
+        defaults::DETECT_TIMEOUT,
+    )
+}
+
+/// An http or tcp listener knows its protocol up front, so a detection timeout there is a
+/// mistake: most likely `protocol: auto` was meant.
+fn not_detecting(cx: &Cx, raw: &raw::Listener, path: &str, listener: &str) {
+    if let Some(item) = &raw.detect_timeout {
+        let msg = format!(
+            "'detect_timeout' only applies to protocol: auto; {listener} knows its protocol \
+             without waiting for the first bytes"
+        );
+        cx.report(item.pos, &join(path, "detect_timeout"), msg);
     }
 }

@@ -146,13 +146,13 @@ impl<'a> Cx<'a> {
         n
     }
 
-    fn count(
+    fn count<N: Copy + PartialOrd + std::fmt::Display>(
         &self,
-        field: &Field<usize>,
+        field: &Field<N>,
         path: &str,
-        (min, max): (usize, usize),
-        default: usize,
-    ) -> usize {
+        (min, max): (N, N),
+        default: N,
+    ) -> N {
         let Some((n, pos)) = value(field) else {
             return default;
         };
@@ -218,6 +218,12 @@ fn runtime(cx: &Cx, field: &Field<raw::Runtime>) -> model::Runtime {
             "runtime.workers",
             ranges::WORKERS,
             defaults::WORKERS,
+        ),
+        drain_timeout: cx.duration(
+            &raw.drain_timeout,
+            "runtime.drain_timeout",
+            ranges::DRAIN_TIMEOUT,
+            defaults::DRAIN_TIMEOUT,
         ),
     }
 }
@@ -285,6 +291,18 @@ fn limits(cx: &Cx, field: &Field<raw::Limits>) -> model::Limits {
             &path("idle_timeout"),
             ranges::IDLE_TIMEOUT,
             defaults::IDLE_TIMEOUT,
+        ),
+        request_body_timeout: cx.duration(
+            &raw.request_body_timeout,
+            &path("request_body_timeout"),
+            ranges::REQUEST_BODY_TIMEOUT,
+            defaults::REQUEST_BODY_TIMEOUT,
+        ),
+        max_concurrent_streams: cx.count(
+            &raw.max_concurrent_streams,
+            &path("max_concurrent_streams"),
+            ranges::MAX_CONCURRENT_STREAMS,
+            defaults::MAX_CONCURRENT_STREAMS,
         ),
     }
 }

@@ -1,19 +1,23 @@
-//! The routes of an HTTP listener: names, where traffic goes, timeouts and header rewrites.
+//! The routes of an HTTP (or auto) listener: names, where traffic goes, timeouts and header
+//! rewrites.
 
 use super::{Cx, Names, check_weights, elements, headers, join, matches, name_text};
 use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, Pos};
 
-/// `None` if the list is unusable or any route is invalid (all of it reported).
+/// `None` if the list is unusable or any route is invalid (all of it reported). `protocol` is
+/// the listener's, for messages.
 pub(super) fn routes(
     cx: &Cx,
     list: &raw::List<raw::Route>,
     path: &str,
+    protocol: &str,
 ) -> Option<Vec<model::Route>> {
     let items = list.get()?;
     if items.is_empty() {
-        cx.report(list.pos, path, "an http listener needs at least one route");
+        let msg = format!("an {protocol} listener needs at least one route");
+        cx.report(list.pos, path, msg);
         return None;
     }
     let mut names = Names::new("route");

@@ -1,7 +1,9 @@
 //! Downstream HTTP: serving one accepted connection (HTTP/1.1 and h2c prior knowledge on the
-//! same port), with the configured limits and the idle timeout.
+//! same port), with the configured limits and the idle timeout; an HTTP/1.1 connection that
+//! switches protocols ends as a tunnel ([`upgrade`]).
 
 pub mod service;
+pub mod upgrade;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +34,12 @@ pub fn builder(limits: &Limits) -> Builder {
         .max_buf_size((limits.max_request_header_bytes * 2).max(8192))
         .max_headers(limits.max_request_headers * 2)
         .writev(false);
-    b.http2().timer(TokioTimer::new()).max_header_list_size(
-        u32::try_from(limits.max_request_header_bytes * 2).unwrap_or(u32::MAX),
-    );
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(
+            u32::try_from(limits.max_request_header_bytes * 2).unwrap_or(u32::MAX),
+        );
     b
 }
 
@@ -46,24 +51,41 @@ pub struct Timeouts {
 }
 
 pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, t: Timeouts) {
-    let snapshot = ctx.shared.snapshot.load();
-    let metrics = &snapshot.listeners[ctx.listener].metrics;
+    let listener = ctx.listener_rt();
+    let metrics = &listener.metrics;
     let _open = OpenGuard::new(&metrics.open, &metrics.total);
     let io = CountingIo::new(stream, metrics.bytes.clone(), Some(ctx.activity.clone()));
-    drop(snapshot);
+    drop(listener);
 
     let activity = ctx.activity.clone();
-    let svc = service_fn(move |req| service::handle(ctx.clone(), req));
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let peer = ctx.peer;
+    let ctx_drain = ctx.shared.drain.watch();
+    let tunnels = Arc::new(upgrade::TunnelSlot::default());
+    let svc = {
+        let tunnels = tunnels.clone();
+        service_fn(move |req| service::handle(ctx.clone(), tunnels.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let expiry = watch(&activity, t.idle, Some(t.header_read));
     tokio::pin!(expiry);
+    let mut drain = ctx_drain;
     let mut closing = false;
     loop {
         tokio::select! {
+            // Draining: finish what is in flight, then close (HTTP/1 says `Connection: close`,
+            // HTTP/2 sends GOAWAY).
+            () = crate::server::until_set(&mut drain), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                // After a 101, hyper is done with the connection and hands its socket over.
+                if let Some(tunnel) = tunnels.take() {
+                    tunnel.run(peer, &activity, t.idle).await;
                 }
                 return;
             }

@@ -5,8 +5,11 @@
 //! 2. route (404), pick a backend by weight, pick an endpoint (503);
 //! 3. rewrite the request: hop-by-hop removal, X-Forwarded-*, x-request-id, traceparent, the
 //!    route's header rules, and the target form the upstream protocol needs;
-//! 4. send on a pooled connection within the route timeout (502, 504);
+//! 4. send on a pooled connection within the route timeout and a gRPC call's deadline (502,
+//!    504), or an upgrade request on a dedicated one ([`super::upgrade`]);
 //! 5. rewrite the response, and wrap its body so the exchange is recorded when it ends.
+//!
+//! A failure on a gRPC call is answered the gRPC way (trailers-only, with a `grpc-status`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,38 +17,57 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use remora_config::model::{Limits, UpstreamProtocol};
 use tokio::time::Instant;
 
+use super::upgrade::{self, TunnelSlot};
 use crate::body::{ObservedBody, ProxyBody, RequestBody};
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
+use crate::grpc::{self, DeadlineBody};
 use crate::headers;
 use crate::observe::Completion;
 use crate::rng::ThreadRng;
 use crate::route::RequestView;
-use crate::snapshot::{ListenerRtKind, Snapshot};
+use crate::snapshot::{ListenerRt, RouteRt};
 use crate::trace;
 use crate::upstream::pool;
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
+    tunnels: Arc<TunnelSlot>,
     req: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
     let start = Instant::now();
-    ctx.activity.request_started();
-    let snapshot = ctx.shared.snapshot.load_full();
-    let mut done = Completion::new(ctx.clone(), snapshot.clone(), start, &req);
-    let resp = match forward(&ctx, &snapshot, req, start, &mut done).await {
+    let framing = ctx.activity.request_started();
+    let listener = ctx.listener_rt();
+    let mut done = Completion::new(ctx.clone(), listener.clone(), start, &req);
+    // A gRPC call gets the proxy's failures as gRPC statuses, and its grpc-timeout honoured.
+    let grpc = grpc::is_grpc(req.headers());
+    let call = grpc
+        .then(|| grpc::Deadline::from_request(req.headers(), start))
+        .flatten();
+    let outcome = match crate::framing::refuse(framing) {
+        Some(err) => Err(err),
+        None => forward(&ctx, &listener, &tunnels, req, start, call, &mut done).await,
+    };
+    let resp = match outcome {
         Ok(resp) => resp,
         Err(err) => {
-            let listener = &snapshot.listeners[ctx.listener];
             tracing::debug!(listener = %listener.name, error = %err, "proxy error response");
-            ctx.shared.metrics.proxy_error(&listener.name, err.reason());
-            done.error = Some(err.reason());
-            err.to_response()
+            done.record_error(err.reason());
+            let mut resp = match grpc {
+                true => err.to_grpc_response(),
+                false => err.to_response(),
+            };
+            // After a malformed request the rest of the byte stream cannot be trusted.
+            if matches!(err, ProxyError::BadRequest(_)) {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
     done.status = resp.status();
@@ -54,53 +76,54 @@ pub async fn handle(
 
 async fn forward(
     ctx: &ConnCtx,
-    snapshot: &Snapshot,
-    req: Request<Incoming>,
+    listener: &ListenerRt,
+    tunnels: &TunnelSlot,
+    mut req: Request<Incoming>,
     start: Instant,
+    call: Option<grpc::Deadline>,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let limits = &snapshot.config.limits;
+    let limits = &listener.limits;
     check_limits(&req, limits)?;
+    crate::framing::check_head(req.headers())?;
 
-    let ListenerRtKind::Http(table) = &snapshot.listeners[ctx.listener].kind else {
-        unreachable!("HTTP connections are only accepted on HTTP listeners");
-    };
-    let view = RequestView {
-        host: request_host(&req),
-        path: req.uri().path(),
-        method: req.method(),
-        headers: req.headers(),
-    };
-    let route = table.lookup(&view).ok_or(ProxyError::NoRoute)?.clone();
-    let backend = route.split.pick(&mut ThreadRng);
-    done.route = Some((route.clone(), backend));
+    let (route, backend, ep) = choose(listener, &req, done)?;
     let cluster = &route.backends[backend].cluster;
-    let ep = cluster.pick()?;
     let addr = cluster.endpoints[ep].address;
-    done.upstream = Some(addr);
 
+    let upgrade = upgrade::requested(&mut req);
+    let asked_upgrade = upgrade.as_ref().map(|u| u.protocols.clone());
     let downstream_version = req.version();
     let (mut parts, body) = req.into_parts();
-    let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h);
-    headers::append_forwarded(h, &ctx.client_ip, &headers::PROTO_HTTP);
-    done.set_request_id(&headers::ensure_request_id(h, &mut ThreadRng));
-    trace::propagate(h, &mut ThreadRng);
-    headers::rewrite(h, &route.request_headers);
-    set_target(&mut parts, cluster.protocol, addr)?;
+    rewrite_request(ctx, &mut parts, &route, asked_upgrade.clone(), call, done)?;
+    // An upgrade goes upstream over HTTP/1.1 whatever the cluster speaks: the only version
+    // that has Upgrade.
+    let protocol = match upgrade {
+        Some(_) => UpstreamProtocol::Http1,
+        None => cluster.protocol,
+    };
+    set_target(&mut parts, protocol, addr)?;
 
     let (body, body_stats) = RequestBody::new(body, limits.max_request_body_bytes);
     done.request_body = body_stats.clone();
     let sent_at = Instant::now();
     let req = Request::from_parts(parts, body);
-    let deadline = start + route.timeout;
-    // One await per protocol rather than a shared wrapper future: each layer of futures is
+    // The response head must arrive within the route timeout, and within a gRPC call's own
+    // deadline when it has an earlier one.
+    let route_deadline = start + route.timeout;
+    let deadline = call.map_or(route_deadline, |c| c.at.min(route_deadline));
+    // One await per way of sending rather than a shared wrapper future: each layer of futures is
     // another copy of the request state on every request.
-    let result = match cluster.protocol {
-        UpstreamProtocol::Http1 => {
+    let result = match (upgrade, cluster.protocol) {
+        // Boxed: upgrades are rare, and their future would enlarge every request's.
+        (Some(up), _) => {
+            let send = Box::pin(upgrade::send(cluster, addr, req, up, tunnels));
+            tokio::time::timeout_at(deadline, send).await
+        }
+        (None, UpstreamProtocol::Http1) => {
             tokio::time::timeout_at(deadline, pool::send_http1(cluster, ep, req)).await
         }
-        UpstreamProtocol::Http2 => {
+        (None, UpstreamProtocol::Http2) => {
             tokio::time::timeout_at(deadline, pool::send_http2(cluster, ep, req)).await
         }
     };
@@ -114,7 +137,13 @@ async fn forward(
                 _ => err,
             });
         }
-        Err(_) => return Err(ProxyError::UpstreamTimeout(route.timeout)),
+        // Whichever deadline was the earlier one passed.
+        Err(_) => {
+            return Err(match call {
+                Some(c) if c.at <= route_deadline => ProxyError::DeadlineExceeded(c.timeout),
+                _ => ProxyError::UpstreamTimeout(route.timeout),
+            });
+        }
     };
     cluster
         .metrics
@@ -123,14 +152,92 @@ async fn forward(
     // We answer in the client's protocol, whatever the upstream spoke (an HTTP/1.0 upstream must
     // not turn a keep-alive HTTP/1.1 client connection into HTTP/1.0).
     *resp.version_mut() = downstream_version;
-    headers::strip_hop_by_hop(resp.headers_mut());
-    headers::rewrite(resp.headers_mut(), &route.response_headers);
-    Ok(resp.map(ProxyBody::Upstream))
+    let status = resp.status();
+    rewrite_response(resp.headers_mut(), status, asked_upgrade, &route);
+    Ok(resp.map(|body| match call {
+        Some(call) => ProxyBody::Deadline(Box::pin(DeadlineBody::new(body, call))),
+        None => ProxyBody::Upstream(body),
+    }))
+}
+
+/// The route for `req`, the backend it picks and the endpoint of that backend's cluster; all
+/// noted in `done`.
+fn choose(
+    listener: &ListenerRt,
+    req: &Request<Incoming>,
+    done: &mut Completion,
+) -> Result<(Arc<RouteRt>, usize, usize), ProxyError> {
+    let Some(table) = listener.kind.routes() else {
+        unreachable!("HTTP is only served on listeners with routes");
+    };
+    let view = RequestView {
+        host: request_host(req),
+        path: req.uri().path(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let route = table.lookup(&view).ok_or(ProxyError::NoRoute)?.clone();
+    let backend = route.split.pick(&mut ThreadRng);
+    done.route = Some((route.clone(), backend));
+    let cluster = &route.backends[backend].cluster;
+    let ep = cluster.pick()?;
+    done.upstream = Some(cluster.endpoints[ep].address);
+    Ok((route, backend, ep))
+}
+
+/// The request as the upstream gets it: hop-by-hop fields removed (but the upgrade asked for,
+/// which is for the next hop), `X-Forwarded-*`, `x-request-id`, `traceparent`, the route's
+/// header rules, and a gRPC call's remaining time.
+fn rewrite_request(
+    ctx: &ConnCtx,
+    parts: &mut Parts,
+    route: &RouteRt,
+    upgrade: Option<HeaderValue>,
+    call: Option<grpc::Deadline>,
+    done: &mut Completion,
+) -> Result<(), ProxyError> {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    if let Some(protocols) = upgrade {
+        upgrade::set_headers(h, protocols);
+    }
+    headers::append_forwarded(h, &ctx.client_ip, &headers::PROTO_HTTP);
+    done.set_request_id(&headers::ensure_request_id(h, &mut ThreadRng));
+    trace::propagate(h, &mut ThreadRng);
+    headers::rewrite(h, &route.request_headers);
+    if let Some(call) = call {
+        let left = call
+            .remaining(Instant::now())
+            .ok_or(ProxyError::DeadlineExceeded(call.timeout))?;
+        h.insert(grpc::GRPC_TIMEOUT, grpc::format_timeout(left));
+    }
+    Ok(())
+}
+
+/// The response head as the client gets it: hop-by-hop fields removed (but the upgrade headers
+/// of a 101 that answers an upgrade request), then the route's header rules.
+fn rewrite_response(
+    h: &mut http::HeaderMap,
+    status: StatusCode,
+    asked_upgrade: Option<HeaderValue>,
+    route: &RouteRt,
+) {
+    let switched = match asked_upgrade {
+        Some(asked) if status == StatusCode::SWITCHING_PROTOCOLS => {
+            Some(upgrade::switched_to(h, &asked))
+        }
+        _ => None,
+    };
+    headers::strip_hop_by_hop(h);
+    if let Some(protocols) = switched {
+        upgrade::set_headers(h, protocols);
+    }
+    headers::rewrite(h, &route.response_headers);
 }
 
 /// Limits checked on the parsed head. hyper enforces a hard ceiling at twice these (see
 /// [`super::builder`]); between the two, the client gets our error with its reason header.
-fn check_limits(req: &Request<Incoming>, limits: &Limits) -> Result<(), ProxyError> {
+pub(crate) fn check_limits<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> {
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong {
@@ -169,7 +276,7 @@ fn check_limits(req: &Request<Incoming>, limits: &Limits) -> Result<(), ProxyErr
     Ok(())
 }
 
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
@@ -180,7 +287,7 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 
 /// The host a request is for: the URI's authority (HTTP/2 `:authority`, or an absolute-form
 /// HTTP/1.1 target), else the `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
         None => req.headers().get(HOST)?.to_str().ok(),
@@ -190,7 +297,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 /// Puts the request target in the form the upstream protocol needs. HTTP/1.1 upstreams get an
 /// origin-form target and a `Host` header; HTTP/2 upstreams get an absolute URI (hyper sends it
 /// as `:scheme` and `:authority`) and no `Host`. The downstream's host is kept either way.
-fn set_target(
+pub(crate) fn set_target(
     parts: &mut Parts,
     protocol: UpstreamProtocol,
     endpoint: std::net::SocketAddr,

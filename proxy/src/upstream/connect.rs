@@ -117,6 +117,33 @@ pub async fn http1(cluster: &Arc<ClusterRt>, addr: SocketAddr) -> Result<Box<H1C
     }))
 }
 
+/// A dedicated HTTP/1.1 connection for one upgrade request (WebSocket and the like): never
+/// pooled, and run as its own task, which hands the socket over if the upstream answers 101.
+/// The guard holds the cluster's open-connections gauge up: the task keeps one clone, and the
+/// tunnel built on the connection after a 101 the other.
+pub async fn http1_for_upgrade(
+    cluster: &ClusterRt,
+    addr: SocketAddr,
+) -> Result<(http1::SendRequest<RequestBody>, Arc<OpenGuard>), ProxyError> {
+    let stream = tcp(cluster, addr).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake::<Io, RequestBody>(counted(cluster, stream))
+        .await
+        .map_err(|source| ProxyError::Handshake { addr, source })?;
+    let guard = Arc::new(OpenGuard::new(
+        &cluster.metrics.open,
+        &cluster.metrics.total,
+    ));
+    let held = guard.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream upgrade connection ended");
+        }
+        drop(held);
+    });
+    Ok((sender, guard))
+}
+
 pub async fn http2(
     cluster: &Arc<ClusterRt>,
     addr: SocketAddr,

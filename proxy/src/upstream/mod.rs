@@ -24,6 +24,8 @@ pub struct ClusterRt {
     pub endpoints: Box<[EndpointRt]>,
     balancer: RoundRobin,
     pub metrics: ClusterMetrics,
+    /// What this was built from: a reload reuses the cluster (and its pools) when it is equal.
+    pub config: model::Cluster,
 }
 
 pub struct EndpointRt {
@@ -53,6 +55,7 @@ impl ClusterRt {
                 .collect(),
             balancer: RoundRobin::new(&weights),
             metrics: metrics.cluster(&cluster.name),
+            config: cluster.clone(),
         })
     }
 

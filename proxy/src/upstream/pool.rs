@@ -161,7 +161,7 @@ pub async fn send_http2(
             None => Box::pin(pool.h2_connect(cluster, ep)).await?,
         };
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Http2))),
+            Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Task))),
             // The connection went away before the request was queued on it: open a new one once.
             Err(mut e) if !retried && e.message().is_some() => {
                 retried = true;
@@ -184,8 +184,9 @@ enum Upstream {
     Http1(Return),
     /// Released (pooled, or closed); also the HTTP/1.1 state after the body ended.
     Done,
-    /// HTTP/2 connections run as their own task; nothing to drive or return.
-    Http2,
+    /// The connection runs as its own task (HTTP/2, and the dedicated connection of an upgrade
+    /// request); nothing to drive or return.
+    Task,
 }
 
 /// An upstream response body. For HTTP/1.1 it drives the connection as it is polled, and returns
@@ -202,6 +203,11 @@ impl PooledBody {
             body.release();
         }
         body
+    }
+
+    /// The body of a response on a connection that runs as its own task and is never pooled.
+    pub fn detached(inner: Incoming) -> Self {
+        PooledBody::new(inner, Upstream::Task)
     }
 
     fn release(&mut self) {

@@ -9,15 +9,20 @@ mod access_log;
 mod admin;
 mod balancing;
 mod cli;
+mod detection;
+mod drain;
 mod errors;
+mod grpc;
 mod harness;
 mod headers;
 mod limits;
 mod metrics;
 mod protocols;
+mod reload;
 mod routing;
 mod streaming;
 mod tcp;
+mod upgrade;
 
 /// The label set of one `remora_requests_total` sample on an inbound listener.
 pub fn request_labels<'a>(
