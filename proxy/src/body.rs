@@ -1,15 +1,18 @@
 //! Body wrappers on the request path. Bodies stream frame by frame in both directions and are
 //! never buffered whole; these wrappers only count, enforce the size limit, and notice the end.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::error::ProxyError;
 use crate::grpc::{self, DeadlineBody};
 use crate::observe::Completion;
 use crate::upstream::pool::PooledBody;
@@ -20,6 +23,27 @@ pub struct RequestBodyStats {
     pub bytes: AtomicU64,
     /// Set when the body went past the limit; the exchange is then answered with 413.
     pub over_limit: AtomicBool,
+    /// Set when the client stopped sending mid-body for the body timeout: 408.
+    pub timed_out: AtomicBool,
+    /// Set when reading the body failed (malformed chunked framing, or the client went away).
+    pub failed: AtomicBool,
+}
+
+impl RequestBodyStats {
+    /// The error to answer with when the exchange failed because of the request body.
+    pub fn error(&self, limit: Option<u64>, timeout: Duration) -> Option<ProxyError> {
+        if let (true, Some(limit)) = (self.over_limit.load(Ordering::Relaxed), limit) {
+            Some(ProxyError::BodyTooLarge { limit })
+        } else if self.timed_out.load(Ordering::Relaxed) {
+            Some(ProxyError::RequestBodyTimeout(timeout))
+        } else if self.failed.load(Ordering::Relaxed) {
+            Some(ProxyError::BadRequest(
+                "malformed or incomplete request body",
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +52,8 @@ pub enum RequestBodyError {
     Downstream(#[from] hyper::Error),
     #[error("request body is over the limit of {0} bytes")]
     TooLarge(u64),
+    #[error("no request body bytes for {0:?}")]
+    TimedOut(Duration),
 }
 
 pin_project_lite::pin_project! {
@@ -39,17 +65,31 @@ pin_project_lite::pin_project! {
         limit: Option<u64>,
         // None for bodies that are empty from the start, which need no accounting.
         stats: Option<Arc<RequestBodyStats>>,
+        // The longest silence allowed mid-body, and its timer (armed lazily, only once the body
+        // has to wait; most bodies arrive with their head and never arm it).
+        read_timeout: Option<Duration>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        progressed: bool,
     }
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> (Self, Option<Arc<RequestBodyStats>>) {
+    /// `read_timeout`: the body timeout, for HTTP/1 bodies. HTTP/2 streams have flow control,
+    /// and long-lived gRPC client streams may rightly go quiet for minutes.
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        read_timeout: Option<Duration>,
+    ) -> (Self, Option<Arc<RequestBodyStats>>) {
         let stats = (!inner.is_end_stream()).then(Arc::default);
         let body = RequestBody {
             inner,
             seen: 0,
             limit,
             stats: stats.clone(),
+            read_timeout,
+            timer: None,
+            progressed: false,
         };
         (body, stats)
     }
@@ -66,10 +106,35 @@ impl Body for RequestBody {
         let this = self.project();
         let frame = match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(stats) = this.stats {
+                    stats.failed.store(true, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                let Some(timeout) = *this.read_timeout else {
+                    return Poll::Pending;
+                };
+                let deadline = tokio::time::Instant::now() + timeout;
+                match this.timer {
+                    None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    Some(t) if *this.progressed => t.as_mut().reset(deadline),
+                    Some(_) => {}
+                }
+                *this.progressed = false;
+                let timer = this.timer.as_mut().expect("armed above");
+                if timer.as_mut().poll(cx).is_ready() {
+                    if let Some(stats) = this.stats {
+                        stats.timed_out.store(true, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Some(Err(RequestBodyError::TimedOut(timeout))));
+                }
+                return Poll::Pending;
+            }
         };
+        *this.progressed = true;
         if let Some(data) = frame.data_ref() {
             *this.seen += data.len() as u64;
             if let Some(stats) = this.stats {

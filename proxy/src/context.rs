@@ -148,9 +148,10 @@ impl ConnCtx {
         }
     }
 
-    /// The listener's runtime as configured now.
+    /// The listener's runtime as configured now (for an HTTP connection, the last HTTP
+    /// configuration if a reload has since turned the listener into TCP).
     pub fn listener_rt(&self) -> Arc<ListenerRt> {
-        self.listener.load()
+        self.listener.load_http()
     }
 }
 

@@ -53,18 +53,31 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("the request cannot be forwarded: {0}")]
     BadRequest(&'static str),
+    /// The client went silent mid-body for longer than the body timeout.
+    #[error("no request body bytes for {0:?}")]
+    RequestBodyTimeout(Duration),
+    /// The upstream's response head had ambiguous framing (see `crate::framing`).
+    #[error("upstream response has {0}")]
+    UpstreamInvalid(&'static str),
+    /// A reload made this connection's listener stop serving HTTP; the client must reconnect.
+    #[error("this listener no longer serves HTTP; reconnect")]
+    ListenerChanged,
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoint(_) | ProxyError::ListenerChanged => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ConnectFailed { .. }
             | ProxyError::Handshake { .. }
             | ProxyError::UpstreamReset(_)
-            | ProxyError::UpstreamBadResponse(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamBadResponse(_)
+            | ProxyError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::UpstreamTimeout(_) | ProxyError::DeadlineExceeded(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -86,11 +99,15 @@ impl ProxyError {
             ProxyError::UpstreamTimeout(_) => "upstream-timeout",
             ProxyError::DeadlineExceeded(_) => grpc::DEADLINE_REASON,
             ProxyError::UpstreamReset(_) => "upstream-reset",
-            ProxyError::UpstreamBadResponse(_) => "upstream-bad-response",
+            ProxyError::UpstreamBadResponse(_) | ProxyError::UpstreamInvalid(_) => {
+                "upstream-bad-response"
+            }
+            ProxyError::RequestBodyTimeout(_) => "request-body-timeout",
             ProxyError::UriTooLong { .. } => "uri-too-long",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::ListenerChanged => "listener-changed",
         }
     }
 
@@ -103,15 +120,29 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ConnectFailed { .. }
             | ProxyError::Handshake { .. }
-            | ProxyError::UpstreamReset(_) => Code::Unavailable,
-            ProxyError::UpstreamTimeout(_) | ProxyError::DeadlineExceeded(_) => {
-                Code::DeadlineExceeded
-            }
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::ListenerChanged => Code::Unavailable,
+            ProxyError::UpstreamTimeout(_)
+            | ProxyError::DeadlineExceeded(_)
+            | ProxyError::RequestBodyTimeout(_) => Code::DeadlineExceeded,
             ProxyError::UriTooLong { .. }
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::BodyTooLarge { .. } => Code::ResourceExhausted,
-            ProxyError::UpstreamBadResponse(_) | ProxyError::BadRequest(_) => Code::Internal,
+            ProxyError::UpstreamBadResponse(_)
+            | ProxyError::UpstreamInvalid(_)
+            | ProxyError::BadRequest(_) => Code::Internal,
         }
+    }
+
+    /// Whether the downstream connection must close after this response: the rest of its byte
+    /// stream cannot be trusted (a malformed request) or is not HTTP any more.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::RequestBodyTimeout(_)
+                | ProxyError::ListenerChanged
+        )
     }
 
     /// Whether the upstream was never reached, so nothing was sent and a retry is always safe.

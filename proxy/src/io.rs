@@ -114,11 +114,34 @@ impl Activity {
     }
 }
 
+/// The upstream side of the raw head scan: an HTTP/1.1 client connection arms it when it sends
+/// a request, and reads the verdict on the response head.
+#[derive(Debug, Default)]
+pub struct ResponseHeads {
+    armed: AtomicBool,
+    flags: AtomicU8,
+}
+
+impl ResponseHeads {
+    /// The next bytes read start a response head.
+    pub fn arm(&self) {
+        self.flags.store(0, Ordering::Relaxed);
+        self.armed.store(true, Ordering::Relaxed);
+    }
+
+    /// [`crate::framing`] flags of the last response head scanned.
+    pub fn flags(&self) -> u8 {
+        self.flags.load(Ordering::Relaxed)
+    }
+}
+
 pub struct CountingIo<T> {
     inner: T,
     bytes: ByteCounters,
     activity: Option<Arc<Activity>>,
-    /// The raw scan of the request head being read, if one is.
+    /// Upstream HTTP/1.1 connections: where response-head verdicts go.
+    responses: Option<Arc<ResponseHeads>>,
+    /// The raw scan of the head being read, if one is.
     scan: Option<HeadScan>,
 }
 
@@ -128,6 +151,18 @@ impl<T> CountingIo<T> {
             inner,
             bytes,
             activity,
+            responses: None,
+            scan: None,
+        }
+    }
+
+    /// An upstream HTTP/1.1 transport whose response heads are scanned.
+    pub fn upstream(inner: T, bytes: ByteCounters, responses: Arc<ResponseHeads>) -> Self {
+        CountingIo {
+            inner,
+            bytes,
+            activity: None,
+            responses: Some(responses),
             scan: None,
         }
     }
@@ -145,8 +180,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
         if n > 0 {
             let this = &mut *self;
             this.bytes.rx.inc_by(n as u64);
+            let data = &buf.filled()[before..];
             if let Some(a) = &this.activity {
-                let data = &buf.filled()[before..];
                 if a.on_read(data) {
                     this.scan = Some(HeadScan::default());
                 }
@@ -154,6 +189,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
                     && let Some((flags, _)) = scan.feed(data)
                 {
                     a.head_flags.store(flags, Ordering::Relaxed);
+                    this.scan = None;
+                }
+            } else if let Some(r) = &this.responses {
+                if r.armed.swap(false, Ordering::Relaxed) {
+                    this.scan = Some(HeadScan::default());
+                }
+                if let Some(scan) = &mut this.scan
+                    && let Some((flags, _)) = scan.feed(data)
+                {
+                    r.flags.store(flags, Ordering::Relaxed);
                     this.scan = None;
                 }
             }

@@ -22,13 +22,9 @@ use crate::context::Shared;
 /// pushes by 100 ms; a writer still busy after that is caught by the second read.
 pub const SETTLE: Duration = Duration::from_millis(100);
 
-/// Starts watching `path`. Valid new configs are sent on `apply`. The returned watcher must be
-/// kept alive; `None` if the directory cannot be watched (logged).
-pub fn watch(
-    path: PathBuf,
-    apply: mpsc::UnboundedSender<Config>,
-    shared: Arc<Shared>,
-) -> Option<notify::RecommendedWatcher> {
+/// Starts watching `path`; valid new configs are sent on `apply`. Watching stops when the
+/// receiving side is dropped. Returns false if the directory cannot be watched (logged).
+pub fn watch(path: PathBuf, apply: mpsc::UnboundedSender<Config>, shared: Arc<Shared>) -> bool {
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut watcher = match notify::recommended_watcher(move |event| {
         if let Ok(notify::Event { .. }) = event {
@@ -38,18 +34,47 @@ pub fn watch(
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot watch the config file; reloads are off");
-            return None;
+            return false;
         }
     };
-    for dir in dirs_to_watch(&path) {
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot watch; reloads are off");
-            return None;
-        }
+    let mut watched = Vec::new();
+    if let Err(e) = watch_dirs(&mut watcher, &mut watched, &path) {
+        tracing::error!(error = %e, "cannot watch the config directory; reloads are off");
+        return false;
     }
     let current = std::fs::read(&path).unwrap_or_default();
-    tokio::spawn(reload_loop(path, current, events, apply, shared));
-    Some(watcher)
+    let files = Files {
+        path,
+        watcher,
+        watched,
+    };
+    tokio::spawn(reload_loop(files, current, events, apply, shared));
+    true
+}
+
+/// The config file and what is watched to see it change.
+struct Files {
+    path: PathBuf,
+    watcher: notify::RecommendedWatcher,
+    /// Directories watched so far. A symlinked config can be re-pointed into another
+    /// directory; it is added then, so later edits there are seen too.
+    watched: Vec<PathBuf>,
+}
+
+/// Watches the directories `path` needs that are not watched yet.
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<PathBuf>,
+    path: &Path,
+) -> notify::Result<()> {
+    for dir in dirs_to_watch(path) {
+        let key = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        if !watched.contains(&key) {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            watched.push(key);
+        }
+    }
+    Ok(())
 }
 
 /// The file's directory, and the directory of what it links to if that is elsewhere.
@@ -69,21 +94,24 @@ fn dirs_to_watch(path: &Path) -> Vec<PathBuf> {
 }
 
 async fn reload_loop(
-    path: PathBuf,
+    mut files: Files,
     mut current: Vec<u8>,
     mut events: mpsc::UnboundedReceiver<()>,
     apply: mpsc::UnboundedSender<Config>,
     shared: Arc<Shared>,
 ) {
     while events.recv().await.is_some() {
-        let Some(text) = settled(&path, &mut events).await else {
+        let Some(text) = settled(&files.path, &mut events).await else {
             continue;
         };
+        if let Err(e) = watch_dirs(&mut files.watcher, &mut files.watched, &files.path) {
+            tracing::warn!(error = %e, "cannot watch where the config now points");
+        }
         if text == current {
             continue;
         }
         current = text;
-        let source = path.display().to_string();
+        let source = files.path.display().to_string();
         let text = String::from_utf8_lossy(&current);
         match remora_config::load_str(&source, &text) {
             Ok(config) => {

@@ -29,6 +29,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Listeners,
     admin: Option<std::net::TcpListener>,
+    /// Kept apart from the socket, which `run` hands to the admin server.
+    admin_addr: Option<SocketAddr>,
     workers: usize,
 }
 
@@ -103,17 +105,19 @@ impl Proxy {
                 configured: l.address,
             });
         }
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         Ok(Proxy {
             shared: Arc::new(Shared::new(snapshot, metrics, access_log)),
             listeners: Listeners(listeners),
             admin,
+            admin_addr,
             workers,
         })
     }
 
     pub fn addrs(&self) -> BoundAddrs {
         BoundAddrs {
-            admin: self.admin.as_ref().and_then(|l| l.local_addr().ok()),
+            admin: self.admin_addr,
             listeners: self.listeners.addrs(),
         }
     }
@@ -145,10 +149,9 @@ impl Proxy {
                 }
             }
             let (reload_tx, mut reloads) = mpsc::unbounded_channel();
-            let _watcher = match &options.config_file {
-                Some(path) => crate::reload::watch(path.clone(), reload_tx, self.shared.clone()),
-                None => None,
-            };
+            if let Some(path) = &options.config_file {
+                crate::reload::watch(path.clone(), reload_tx, self.shared.clone());
+            }
             let mut signals = Signals::new(options.handle_signals);
             self.shared.set_ready();
             tracing::info!("ready");
@@ -176,11 +179,14 @@ impl Proxy {
 
     /// Stops accepting, tells every connection to finish, and waits for them, for the drain
     /// timeout or until a second signal.
-    async fn drain(&self, signals: &mut Signals) {
+    async fn drain(&mut self, signals: &mut Signals) {
         let timeout = self.shared.snapshot.load().config.runtime.drain_timeout;
         let open = self.shared.drain.open_connections();
         tracing::info!(?timeout, open, "draining");
         self.shared.drain.start();
+        // Close the listening sockets so new connections are refused rather than left in the
+        // accept queue (the accept loops drop their copies as they stop).
+        self.listeners.0.clear();
         tokio::select! {
             () = self.shared.drain.all_closed() => tracing::info!("drained"),
             () = tokio::time::sleep(timeout) => tracing::warn!(

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::histogram::Histogram;
 use remora_config::model::{Config, Direction, HeaderRewrite, Limits, ListenerKind, Route};
 use tokio::sync::watch;
@@ -67,6 +67,11 @@ pub struct ListenerHandle {
     current: ArcSwap<ListenerRt>,
     /// Set to true when the listener is removed (or its address changes): its accept loops end.
     stop: watch::Sender<bool>,
+    /// When a reload turns an HTTP listener into a TCP one, the last HTTP runtime, so requests
+    /// still arriving on connections accepted as HTTP are served rather than failed...
+    last_http: ArcSwapOption<ListenerRt>,
+    /// ...while those connections are asked to close after their current request.
+    close_http: watch::Sender<bool>,
 }
 
 impl ListenerHandle {
@@ -75,6 +80,8 @@ impl ListenerHandle {
             name: rt.name.clone(),
             current: ArcSwap::new(rt),
             stop: watch::channel(false).0,
+            last_http: ArcSwapOption::empty(),
+            close_http: watch::channel(false).0,
         })
     }
 
@@ -82,8 +89,33 @@ impl ListenerHandle {
         self.current.load_full()
     }
 
+    /// The runtime an HTTP connection on this listener uses: the current one, or the last
+    /// HTTP one if a reload has since made the listener opaque TCP.
+    pub fn load_http(&self) -> Arc<ListenerRt> {
+        let rt = self.load();
+        if rt.kind.routes().is_none()
+            && let Some(last) = self.last_http.load_full()
+        {
+            return last;
+        }
+        rt
+    }
+
+    /// Swaps in a new runtime. If it stops serving HTTP, HTTP connections are told to close.
     pub fn store(&self, rt: Arc<ListenerRt>) {
-        self.current.store(rt);
+        let old = self.current.swap(rt.clone());
+        if rt.kind.routes().is_some() {
+            self.last_http.store(None);
+            self.close_http.send_replace(false);
+        } else if old.kind.routes().is_some() {
+            self.last_http.store(Some(old));
+            self.close_http.send_replace(true);
+        }
+    }
+
+    /// Becomes true when HTTP connections on this listener should close after their request.
+    pub fn http_closing(&self) -> watch::Receiver<bool> {
+        self.close_http.subscribe()
     }
 
     pub fn stop(&self) {

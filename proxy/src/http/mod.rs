@@ -60,6 +60,7 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
     let activity = ctx.activity.clone();
     let peer = ctx.peer;
     let ctx_drain = ctx.shared.drain.watch();
+    let ctx_closing = ctx.listener.http_closing();
     let tunnels = Arc::new(upgrade::TunnelSlot::default());
     let svc = {
         let tunnels = tunnels.clone();
@@ -70,12 +71,19 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
     let expiry = watch(&activity, t.idle, Some(t.header_read));
     tokio::pin!(expiry);
     let mut drain = ctx_drain;
+    let mut listener_gone_tcp = ctx_closing;
     let mut closing = false;
     loop {
         tokio::select! {
             // Draining: finish what is in flight, then close (HTTP/1 says `Connection: close`,
             // HTTP/2 sends GOAWAY).
             () = crate::server::until_set(&mut drain), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            // A reload made this listener opaque TCP: finish the request at hand, then close,
+            // so the client reconnects to what the port serves now.
+            () = crate::server::until_set(&mut listener_gone_tcp), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }

@@ -63,7 +63,7 @@ pub async fn handle(
                 false => err.to_response(),
             };
             // After a malformed request the rest of the byte stream cannot be trusted.
-            if matches!(err, ProxyError::BadRequest(_)) {
+            if err.closes_connection() {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -104,7 +104,9 @@ async fn forward(
     };
     set_target(&mut parts, protocol, addr)?;
 
-    let (body, body_stats) = RequestBody::new(body, limits.max_request_body_bytes);
+    let body_timeout =
+        (downstream_version < Version::HTTP_2).then_some(limits.request_body_timeout);
+    let (body, body_stats) = RequestBody::new(body, limits.max_request_body_bytes, body_timeout);
     done.request_body = body_stats.clone();
     let sent_at = Instant::now();
     let req = Request::from_parts(parts, body);
@@ -129,13 +131,11 @@ async fn forward(
     };
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
+        // A failure the request body caused is the client's (413, 408, 400), not the upstream's.
         Ok(Err(err)) => {
-            let over =
-                body_stats.is_some_and(|s| s.over_limit.load(std::sync::atomic::Ordering::Relaxed));
-            return Err(match (over, limits.max_request_body_bytes) {
-                (true, Some(limit)) => ProxyError::BodyTooLarge { limit },
-                _ => err,
-            });
+            let limit = limits.max_request_body_bytes;
+            let body_err = body_stats.and_then(|s| s.error(limit, limits.request_body_timeout));
+            return Err(body_err.unwrap_or(err));
         }
         // Whichever deadline was the earlier one passed.
         Err(_) => {
@@ -167,8 +167,10 @@ fn choose(
     req: &Request<Incoming>,
     done: &mut Completion,
 ) -> Result<(Arc<RouteRt>, usize, usize), ProxyError> {
+    // A reload can turn an HTTP listener into a TCP one under an open connection: its next
+    // request has no routes to go to, and the client should reconnect.
     let Some(table) = listener.kind.routes() else {
-        unreachable!("HTTP is only served on listeners with routes");
+        return Err(ProxyError::ListenerChanged);
     };
     let view = RequestView {
         host: request_host(req),

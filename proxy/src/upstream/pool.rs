@@ -130,12 +130,22 @@ pub async fn send_http1(
         };
         match conn.send(req).await {
             Ok(resp) => {
+                // Ambiguous framing: 502, and the connection (dropped here) is never reused.
+                if let Some(problem) = conn.framing_problem() {
+                    return Err(ProxyError::UpstreamInvalid(problem));
+                }
                 let ret = Return {
                     cluster: cluster.clone(),
                     ep,
                     conn,
                 };
-                return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Http1(ret))));
+                let mut resp = resp.map(|inner| PooledBody::new(inner, Upstream::Http1(ret)));
+                // A body broken from its first bytes (a bad chunk size, say) that arrived with
+                // the head still gets a 502 instead of a 200 that dies.
+                std::future::poll_fn(|cx| Poll::Ready(resp.body_mut().peek(cx)))
+                    .await
+                    .map_err(ProxyError::UpstreamBadResponse)?;
+                return Ok(resp);
             }
             // A pooled connection the server closed while it sat idle: the request was never
             // written, so it can go on another connection.
@@ -194,15 +204,37 @@ enum Upstream {
 pub struct PooledBody {
     inner: Incoming,
     upstream: Upstream,
+    /// A frame read ahead by [`PooledBody::peek`], returned first.
+    peeked: Option<Frame<Bytes>>,
 }
 
 impl PooledBody {
     fn new(inner: Incoming, upstream: Upstream) -> Self {
-        let mut body = PooledBody { inner, upstream };
+        let mut body = PooledBody {
+            inner,
+            upstream,
+            peeked: None,
+        };
         if body.inner.is_end_stream() {
             body.release();
         }
         body
+    }
+
+    /// Looks at whatever of the body has already arrived, without waiting: an error there is
+    /// returned now; a frame is kept for the first `poll_frame`.
+    fn peek(&mut self, cx: &mut Context<'_>) -> Result<(), hyper::Error> {
+        if self.inner.is_end_stream() {
+            return Ok(());
+        }
+        match Pin::new(&mut *self).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Err(e),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.peeked = Some(frame);
+                Ok(())
+            }
+            Poll::Ready(None) | Poll::Pending => Ok(()),
+        }
     }
 
     /// The body of a response on a connection that runs as its own task and is never pooled.
@@ -228,6 +260,9 @@ impl Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.peeked.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if let Upstream::Http1(r) = &mut this.upstream
             && !r.conn.drive(cx)
         {
@@ -247,10 +282,22 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.peeked.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let peeked = self
+            .peeked
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let inner = self.inner.size_hint();
+        // Upper first: set_lower asserts it stays at or below the upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + peeked);
+        }
+        hint.set_lower(inner.lower() + peeked);
+        hint
     }
 }

@@ -340,3 +340,46 @@ async fn every_outcome_is_counted_exactly_and_every_tcp_connection_timed() {
         forwarded as f64,
     );
 }
+
+#[test]
+fn a_tcp_listener_times_its_connections_in_seconds() {
+    let echo = RawServer::tcp_echo();
+    let proxy = ProxyProcess::start(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - name: db
+    address: 127.0.0.1:0
+    protocol: tcp
+    cluster: backend
+clusters:
+  - name: backend
+    endpoints: [{{ address: "{}" }}]
+"#,
+        echo.addr()
+    ));
+    // Open for some 300 ms.
+    let mut conn = raw::connect(proxy.listener("db"));
+    conn.write_all(b"hold").unwrap();
+    let mut back = [0u8; 4];
+    conn.read_exact(&mut back).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    conn.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(conn.read(&mut back).unwrap(), 0);
+
+    let db = [("listener", "db"), ("direction", "inbound")];
+    proxy.wait_metric("remora_tcp_connection_duration_seconds_count", &db, 1.0);
+    let m = proxy.scrape();
+    let sum = m
+        .get("remora_tcp_connection_duration_seconds_sum", &db)
+        .unwrap();
+    assert!((0.3..5.0).contains(&sum), "lasted {sum} s");
+    let bucket = |le| {
+        m.get(
+            "remora_tcp_connection_duration_seconds_bucket",
+            &[("listener", "db"), ("direction", "inbound"), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("0.25"), Some(0.0));
+    assert_eq!(bucket("+Inf"), Some(1.0));
+}

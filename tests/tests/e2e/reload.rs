@@ -141,11 +141,9 @@ async fn a_valid_change_routes_new_requests_to_another_upstream() {
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.echo().upstream(), "slow-a");
     assert_eq!(reply.echo().path(), "/slow");
-    assert_eq!(
-        proxy.listener("main"),
-        main,
-        "the listener keeps its socket"
-    );
+    // The listener kept its socket: a new one on port 0 would have another port.
+    let addrs = proxy.read_addrs_file();
+    assert_eq!(addrs.listeners, vec![("main".to_owned(), main)]);
 }
 
 #[tokio::test]
@@ -263,8 +261,6 @@ async fn identical_content_is_not_a_reload() {
 }
 
 #[test]
-#[ignore = "proxy bug: the --write-addrs file written after a reload has \"admin\": null \
-            (Proxy::addrs() reads the admin socket, which run() has already taken)"]
 fn the_addrs_file_keeps_the_admin_address_after_a_reload() {
     let a = Upstream::start_named("a", Behaviour::Echo);
     let b = Upstream::start_named("b", Behaviour::Echo);
@@ -280,4 +276,44 @@ fn the_addrs_file_keeps_the_admin_address_after_a_reload() {
     });
     let after = proxy.read_addrs_file();
     assert_eq!(after.admin, Some(proxy.admin()), "{after:?}");
+}
+
+#[tokio::test]
+#[ignore = "proxy bug: a reload whose access log cannot be opened is counted as applied \
+            (last_reload_success 1) and /config shows the new access log, while the old one \
+            stays in effect; the same config is refused at start (exit 1)"]
+async fn an_access_log_that_cannot_be_opened_rejects_the_reload() {
+    let a = Upstream::start_named("a", Behaviour::Echo);
+    let b = Upstream::start_named("b", Behaviour::Echo);
+    let proxy = ProxyProcess::start(&two_clusters(&a, &b, "a"));
+    let unopenable = proxy.dir().join("no-such-dir").join("access.log");
+    let config = two_clusters(&a, &b, "b").replace(
+        "access_log: { enabled: false }",
+        &format!(
+            "access_log: {{ enabled: true, path: \"{}\" }}",
+            unopenable.display()
+        ),
+    );
+    proxy.write_config(&config);
+    // Counted one way or the other.
+    wait_for("the reload to be counted", RELOAD_TIMEOUT, || {
+        let r = reloads(&proxy);
+        (r.applied + r.rejected == 1.0).then_some(())
+    });
+    assert_eq!(
+        reloads(&proxy),
+        Reloads {
+            applied: 0.0,
+            rejected: 1.0,
+            last_ok: 0.0
+        },
+        "like a listener that cannot be bound, an access log that cannot be opened is refused"
+    );
+    let effective = proxy.admin_get("/config").text();
+    assert!(!effective.contains("no-such-dir"), "{effective}");
+    let main = proxy.listener("main");
+    assert_eq!(
+        client::get(main, Proto::Http1, "/").await.echo().upstream(),
+        "a"
+    );
 }
