@@ -56,21 +56,20 @@ pub enum RequestBodyError {
     TimedOut(Duration),
 }
 
-pin_project_lite::pin_project! {
-    /// The downstream request body as sent upstream.
-    pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
-        seen: u64,
-        limit: Option<u64>,
-        // None for bodies that are empty from the start, which need no accounting.
-        stats: Option<Arc<RequestBodyStats>>,
-        // The longest silence allowed mid-body, and its timer (armed lazily, only once the body
-        // has to wait; most bodies arrive with their head and never arm it).
-        read_timeout: Option<Duration>,
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
-        progressed: bool,
-    }
+/// The downstream request body as sent upstream.
+pub struct RequestBody {
+    inner: Incoming,
+    seen: u64,
+    limit: Option<u64>,
+    // None for bodies that are empty from the start, which need no accounting.
+    stats: Option<Arc<RequestBodyStats>>,
+    // The longest silence allowed mid-body, and its timer (armed lazily, only once the body
+    // has to wait; most bodies arrive with their head and never arm it).
+    read_timeout: Option<Duration>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progressed: bool,
+    /// A frame read ahead by [`RequestBody::peek`], returned first.
+    peeked: Option<Frame<Bytes>>,
 }
 
 impl RequestBody {
@@ -90,8 +89,82 @@ impl RequestBody {
             read_timeout,
             timer: None,
             progressed: false,
+            peeked: None,
         };
         (body, stats)
+    }
+}
+
+impl RequestBody {
+    /// Reads whatever of the body has already arrived, without waiting and without arming the
+    /// body timer. A body that is broken from its first bytes (a bad chunk size, an HTTP/2
+    /// length mismatch, over the size limit) fails here, before any upstream connection is
+    /// made; a frame that arrived is kept for the first `poll_frame`.
+    pub fn peek(&mut self, cx: &mut Context<'_>) -> Result<(), RequestBodyError> {
+        if self.peeked.is_some() || self.inner.is_end_stream() {
+            return Ok(());
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = self.account(frame)?;
+                self.peeked = Some(frame);
+                Ok(())
+            }
+            Poll::Ready(Some(Err(e))) => Err(self.failed(e)),
+            Poll::Ready(None) | Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Counts a frame's bytes against the limit.
+    fn account(&mut self, frame: Frame<Bytes>) -> Result<Frame<Bytes>, RequestBodyError> {
+        self.progressed = true;
+        if let Some(data) = frame.data_ref() {
+            self.seen += data.len() as u64;
+            if let Some(stats) = &self.stats {
+                stats.bytes.store(self.seen, Ordering::Relaxed);
+            }
+            if let Some(limit) = self.limit
+                && self.seen > limit
+            {
+                if let Some(stats) = &self.stats {
+                    stats.over_limit.store(true, Ordering::Relaxed);
+                }
+                return Err(RequestBodyError::TooLarge(limit));
+            }
+        }
+        Ok(frame)
+    }
+
+    fn failed(&self, e: hyper::Error) -> RequestBodyError {
+        if let Some(stats) = &self.stats {
+            stats.failed.store(true, Ordering::Relaxed);
+        }
+        e.into()
+    }
+
+    /// The body is waiting for the client: past the body timeout of silence, that is an error.
+    fn wait(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let Some(timeout) = self.read_timeout else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            Some(t) if self.progressed => t.as_mut().reset(deadline),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        let timer = self.timer.as_mut().expect("armed above");
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(stats) = &self.stats {
+            stats.timed_out.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(Some(Err(RequestBodyError::TimedOut(timeout))))
     }
 }
 
@@ -103,61 +176,36 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let frame = match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(stats) = this.stats {
-                    stats.failed.store(true, Ordering::Relaxed);
-                }
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {
-                let Some(timeout) = *this.read_timeout else {
-                    return Poll::Pending;
-                };
-                let deadline = tokio::time::Instant::now() + timeout;
-                match this.timer {
-                    None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                    Some(t) if *this.progressed => t.as_mut().reset(deadline),
-                    Some(_) => {}
-                }
-                *this.progressed = false;
-                let timer = this.timer.as_mut().expect("armed above");
-                if timer.as_mut().poll(cx).is_ready() {
-                    if let Some(stats) = this.stats {
-                        stats.timed_out.store(true, Ordering::Relaxed);
-                    }
-                    return Poll::Ready(Some(Err(RequestBodyError::TimedOut(timeout))));
-                }
-                return Poll::Pending;
-            }
-        };
-        *this.progressed = true;
-        if let Some(data) = frame.data_ref() {
-            *this.seen += data.len() as u64;
-            if let Some(stats) = this.stats {
-                stats.bytes.store(*this.seen, Ordering::Relaxed);
-            }
-            if let Some(limit) = *this.limit
-                && *this.seen > limit
-            {
-                if let Some(stats) = this.stats {
-                    stats.over_limit.store(true, Ordering::Relaxed);
-                }
-                return Poll::Ready(Some(Err(RequestBodyError::TooLarge(limit))));
-            }
+        let this = self.get_mut();
+        if let Some(frame) = this.peeked.take() {
+            return Poll::Ready(Some(Ok(frame)));
         }
-        Poll::Ready(Some(Ok(frame)))
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(this.account(frame))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(this.failed(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => this.wait(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.peeked.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let peeked = self
+            .peeked
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        let inner = self.inner.size_hint();
+        // Upper first: set_lower asserts it stays at or below the upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + peeked);
+        }
+        hint.set_lower(inner.lower() + peeked);
+        hint
     }
 }
 

@@ -69,7 +69,7 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let mut config = match load(&args) {
+    let (mut config, loaded) = match load(&args) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("{msg}");
@@ -120,7 +120,7 @@ pub fn main() -> ExitCode {
     }
     let addrs_file = args.write_addrs.clone();
     let options = RunOptions {
-        config_file: args.config.clone(),
+        config_file: args.config.clone().zip(loaded),
         on_bound: Some(Box::new(move |addrs: &BoundAddrs| {
             log_addrs(addrs);
             if let Some(path) = &addrs_file
@@ -140,12 +140,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(args: &Args) -> Result<Config, String> {
+/// The config, and for a config file the exact bytes it was loaded from (the reload watcher
+/// starts from them, so a change made while the proxy starts is not missed).
+fn load(args: &Args) -> Result<(Config, Option<Vec<u8>>), String> {
     match (&args.config, args.listen) {
-        (Some(path), _) => remora_config::load_file(path).map_err(|d| d.to_string()),
+        (Some(path), _) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| format!("{}:0:0: cannot read the config: {e}", path.display()))?;
+            let text = String::from_utf8_lossy(&bytes);
+            let config = remora_config::load_str(&path.display().to_string(), &text)
+                .map_err(|d| d.to_string())?;
+            Ok((config, Some(bytes)))
+        }
         (None, Some(listen)) => {
             let yaml = zero_config_yaml(listen, &args.upstream, args.admin);
-            remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())
+            let config =
+                remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())?;
+            Ok((config, None))
         }
         (None, None) => Err(
             "remora-proxy: give --config FILE, or --listen ADDR --upstream ADDR \

@@ -104,6 +104,7 @@ fn exercise(request: Request<()>) {
     let listener = &snapshot.listeners[0];
     let _ = check_limits(&request, &listener.limits);
     let _ = check_head(request.headers());
+    let _ = crate::framing::check_target(&request);
     let ListenerRtKind::Http(table) = &listener.kind else {
         unreachable!("the fuzz listener serves HTTP");
     };

@@ -1,16 +1,17 @@
 //! A transport wrapper that counts bytes into metrics and notes activity for idle timeouts.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::framing::HeadScan;
+use crate::framing::{HeadScan, Next};
 use crate::metrics::ByteCounters;
 
 /// What the timers of one downstream connection watch: idleness, and (HTTP/1.x only) how long
@@ -34,8 +35,12 @@ pub struct Activity {
     /// Whether head timing applies: HTTP/1.x connections. Cleared when the client opens with the
     /// HTTP/2 preface (HTTP/2 frames between requests are not request heads).
     times_heads: AtomicBool,
-    /// The raw-head verdict for the request being read ([`crate::framing`] flags).
-    head_flags: AtomicU8,
+    /// Requests started on this connection so far: the sequence number of the next one.
+    started: AtomicU64,
+    /// Raw-scan verdicts that were not clean, by request sequence number, oldest first; and
+    /// how many there are (so the common request checks an atomic, not a lock).
+    bad_heads: Mutex<VecDeque<(u64, u8)>>,
+    bad_pending: AtomicUsize,
     epoch: Instant,
 }
 
@@ -47,7 +52,9 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             times_heads: AtomicBool::new(http),
-            head_flags: AtomicU8::new(0),
+            started: AtomicU64::new(0),
+            bad_heads: Mutex::new(VecDeque::new()),
+            bad_pending: AtomicUsize::new(0),
             epoch: Instant::now(),
         }
     }
@@ -71,7 +78,36 @@ impl Activity {
     pub fn request_started(&self) -> u8 {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
-        self.head_flags.swap(0, Ordering::Relaxed)
+        let seq = self.started.fetch_add(1, Ordering::Relaxed);
+        if self.bad_pending.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let mut bad = self.bad_heads.lock().unwrap_or_else(|e| e.into_inner());
+        while bad.front().is_some_and(|&(s, _)| s < seq) {
+            bad.pop_front();
+        }
+        let flags = match bad.front() {
+            Some(&(s, flags)) if s == seq => {
+                bad.pop_front();
+                flags
+            }
+            _ => 0,
+        };
+        self.bad_pending.store(bad.len(), Ordering::Release);
+        flags
+    }
+
+    /// Records the raw scan's verdict on the head of request number `seq`.
+    fn verdict(&self, seq: u64, flags: u8) {
+        if flags == 0 {
+            return;
+        }
+        let mut bad = self.bad_heads.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: bytes after an upgrade are not heads, and nothing consumes their verdicts.
+        if bad.len() < 16 {
+            bad.push_back((seq, flags));
+        }
+        self.bad_pending.store(bad.len(), Ordering::Release);
     }
 
     pub fn request_finished(&self) {
@@ -114,24 +150,56 @@ impl Activity {
     }
 }
 
-/// The upstream side of the raw head scan: an HTTP/1.1 client connection arms it when it sends
-/// a request, and reads the verdict on the response head.
-#[derive(Debug, Default)]
-pub struct ResponseHeads {
-    armed: AtomicBool,
-    flags: AtomicU8,
+/// Where the raw scan of a downstream HTTP/1 connection's request heads is in its byte stream.
+enum Scan {
+    /// Lost or not started: the next head is taken to start at a read made while no request is
+    /// in flight.
+    Idle,
+    /// The next bytes are the head of request number `.0` (they follow a complete request).
+    Expect(u64),
+    /// In the head of request number `.1`.
+    Head(HeadScan, u64),
+    /// In a Content-Length body: `.0` bytes left, then the head of request number `.1`.
+    Body(u64, u64),
 }
 
-impl ResponseHeads {
-    /// The next bytes read start a response head.
-    pub fn arm(&self) {
-        self.flags.store(0, Ordering::Relaxed);
-        self.armed.store(true, Ordering::Relaxed);
-    }
-
-    /// [`crate::framing`] flags of the last response head scanned.
-    pub fn flags(&self) -> u8 {
-        self.flags.load(Ordering::Relaxed)
+impl Scan {
+    /// Moves through `data`, recording a verdict for each head that ends in it.
+    fn feed(&mut self, activity: &Activity, mut data: &[u8]) {
+        loop {
+            match self {
+                Scan::Idle => return,
+                Scan::Expect(seq) => {
+                    if data.is_empty() {
+                        return;
+                    }
+                    *self = Scan::Head(HeadScan::default(), *seq);
+                }
+                Scan::Head(scan, seq) => {
+                    let Some((flags, used)) = scan.feed(data) else {
+                        return;
+                    };
+                    activity.verdict(*seq, flags);
+                    let next = *seq + 1;
+                    data = &data[used..];
+                    *self = match scan.next() {
+                        Next::Head => Scan::Expect(next),
+                        Next::Body(0) => Scan::Expect(next),
+                        Next::Body(n) => Scan::Body(n, next),
+                        Next::Unknown => Scan::Idle,
+                    };
+                }
+                Scan::Body(left, seq) => {
+                    let take = (*left).min(data.len() as u64);
+                    data = &data[take as usize..];
+                    *left -= take;
+                    if *left > 0 {
+                        return;
+                    }
+                    *self = Scan::Expect(*seq);
+                }
+            }
+        }
     }
 }
 
@@ -139,10 +207,8 @@ pub struct CountingIo<T> {
     inner: T,
     bytes: ByteCounters,
     activity: Option<Arc<Activity>>,
-    /// Upstream HTTP/1.1 connections: where response-head verdicts go.
-    responses: Option<Arc<ResponseHeads>>,
-    /// The raw scan of the head being read, if one is.
-    scan: Option<HeadScan>,
+    /// Where the raw scan of request heads is in the byte stream.
+    scan: Scan,
 }
 
 impl<T> CountingIo<T> {
@@ -151,19 +217,7 @@ impl<T> CountingIo<T> {
             inner,
             bytes,
             activity,
-            responses: None,
-            scan: None,
-        }
-    }
-
-    /// An upstream HTTP/1.1 transport whose response heads are scanned.
-    pub fn upstream(inner: T, bytes: ByteCounters, responses: Arc<ResponseHeads>) -> Self {
-        CountingIo {
-            inner,
-            bytes,
-            activity: None,
-            responses: Some(responses),
-            scan: None,
+            scan: Scan::Idle,
         }
     }
 }
@@ -182,25 +236,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
             this.bytes.rx.inc_by(n as u64);
             let data = &buf.filled()[before..];
             if let Some(a) = &this.activity {
-                if a.on_read(data) {
-                    this.scan = Some(HeadScan::default());
+                if a.on_read(data) && matches!(this.scan, Scan::Idle) {
+                    let seq = a.started.load(Ordering::Relaxed);
+                    this.scan = Scan::Head(HeadScan::default(), seq);
                 }
-                if let Some(scan) = &mut this.scan
-                    && let Some((flags, _)) = scan.feed(data)
-                {
-                    a.head_flags.store(flags, Ordering::Relaxed);
-                    this.scan = None;
-                }
-            } else if let Some(r) = &this.responses {
-                if r.armed.swap(false, Ordering::Relaxed) {
-                    this.scan = Some(HeadScan::default());
-                }
-                if let Some(scan) = &mut this.scan
-                    && let Some((flags, _)) = scan.feed(data)
-                {
-                    r.flags.store(flags, Ordering::Relaxed);
-                    this.scan = None;
-                }
+                this.scan.feed(a, data);
             }
         }
         res
@@ -253,5 +293,57 @@ impl<T> CountingIo<T> {
                 a.on_write();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::{CL_AND_TE, REPEATED_CL};
+    use crate::metrics::Metrics;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads `data` through a downstream transport in pieces of `piece` bytes.
+    async fn read_through(activity: &Arc<Activity>, data: &[u8], piece: usize) {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let bytes = Metrics::new().listener("t", "inbound").bytes;
+        let mut io = CountingIo::new(server, bytes, Some(activity.clone()));
+        client.write_all(data).await.unwrap();
+        drop(client);
+        let mut buf = vec![0; piece];
+        while io.read(&mut buf).await.unwrap() > 0 {}
+    }
+
+    #[tokio::test]
+    async fn pipelined_heads_get_their_own_verdicts_in_order() {
+        let stream: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+            POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+            POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+            GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
+        for piece in [stream.len(), 7, 1] {
+            let activity = Arc::new(Activity::new(true));
+            read_through(&activity, stream, piece).await;
+            let verdicts: Vec<u8> = (0..4).map(|_| activity.request_started()).collect();
+            // /c is refused; after its chunked body the scan has lost the thread, so /d is
+            // not judged (hyper's normalisation covers it).
+            assert_eq!(verdicts, [0, 0, CL_AND_TE, 0], "pieces of {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_content_length_body_that_looks_like_a_head_is_skipped() {
+        let body = b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        let mut stream = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        stream.extend_from_slice(body);
+        stream
+            .extend_from_slice(b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+        let activity = Arc::new(Activity::new(true));
+        read_through(&activity, &stream, 5).await;
+        assert_eq!(activity.request_started(), 0);
+        assert_eq!(activity.request_started(), REPEATED_CL);
     }
 }

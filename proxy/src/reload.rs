@@ -22,10 +22,18 @@ use crate::context::Shared;
 /// pushes by 100 ms; a writer still busy after that is caught by the second read.
 pub const SETTLE: Duration = Duration::from_millis(100);
 
-/// Starts watching `path`; valid new configs are sent on `apply`. Watching stops when the
-/// receiving side is dropped. Returns false if the directory cannot be watched (logged).
-pub fn watch(path: PathBuf, apply: mpsc::UnboundedSender<Config>, shared: Arc<Shared>) -> bool {
+/// Starts watching `path`, whose running config was loaded from `loaded`; valid new configs
+/// are sent on `apply`. Watching stops when the receiving side is dropped. Returns false if
+/// the directory cannot be watched (logged).
+pub fn watch(
+    path: PathBuf,
+    loaded: Vec<u8>,
+    apply: mpsc::UnboundedSender<Config>,
+    shared: Arc<Shared>,
+) -> bool {
     let (events_tx, events) = mpsc::unbounded_channel();
+    // One look right away: the file may have changed between loading and watching.
+    let _ = events_tx.send(());
     let mut watcher = match notify::recommended_watcher(move |event| {
         if let Ok(notify::Event { .. }) = event {
             let _ = events_tx.send(());
@@ -42,13 +50,12 @@ pub fn watch(path: PathBuf, apply: mpsc::UnboundedSender<Config>, shared: Arc<Sh
         tracing::error!(error = %e, "cannot watch the config directory; reloads are off");
         return false;
     }
-    let current = std::fs::read(&path).unwrap_or_default();
     let files = Files {
         path,
         watcher,
         watched,
     };
-    tokio::spawn(reload_loop(files, current, events, apply, shared));
+    tokio::spawn(reload_loop(files, loaded, events, apply, shared));
     true
 }
 

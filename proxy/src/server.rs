@@ -48,8 +48,9 @@ pub type OnBound = Box<dyn Fn(&BoundAddrs) + Send>;
 /// What [`Proxy::run`] does besides serving.
 #[derive(Default)]
 pub struct RunOptions {
-    /// Watch this config file and apply valid changes to it (standalone mode).
-    pub config_file: Option<PathBuf>,
+    /// Watch this config file and apply valid changes to it (standalone mode), starting from
+    /// the bytes the running config was loaded from.
+    pub config_file: Option<(PathBuf, Vec<u8>)>,
     /// Called with the bound addresses whenever they change (after a reload adds or moves a
     /// listener); the CLI writes them to `--write-addrs`.
     pub on_bound: Option<OnBound>,
@@ -129,7 +130,7 @@ impl Proxy {
     /// Serves until a signal (or the admin endpoint) asks to stop, then drains: stops
     /// accepting, lets in-flight requests finish for up to `runtime.drain_timeout`, and returns.
     /// A second signal during the drain ends it at once. Blocks the calling thread.
-    pub fn run(mut self, options: RunOptions) -> Result<(), StartError> {
+    pub fn run(mut self, mut options: RunOptions) -> Result<(), StartError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (workers, threads) = start_workers(self.workers, &self.shared, stop_rx)?;
         for l in &self.listeners.0 {
@@ -149,8 +150,8 @@ impl Proxy {
                 }
             }
             let (reload_tx, mut reloads) = mpsc::unbounded_channel();
-            if let Some(path) = &options.config_file {
-                crate::reload::watch(path.clone(), reload_tx, self.shared.clone());
+            if let Some((path, loaded)) = options.config_file.take() {
+                crate::reload::watch(path, loaded, reload_tx, self.shared.clone());
             }
             let mut signals = Signals::new(options.handle_signals);
             self.shared.set_ready();
@@ -205,24 +206,31 @@ impl Proxy {
         let previous = self.shared.snapshot.load_full();
         warn_restart_only(&previous.config, &config);
         let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous));
-        let plan = match self.listeners.plan(&snapshot) {
-            Ok(plan) => plan,
+        // Everything that can fail is done before anything is swapped: a config that cannot
+        // be bound or whose access log cannot be opened changes nothing.
+        let prepared = self.listeners.plan(&snapshot).and_then(|plan| {
+            let log = &snapshot.config.access_log;
+            let writer = if *log == previous.config.access_log {
+                None
+            } else {
+                let writer = log
+                    .enabled
+                    .then(|| AccessLog::start(&log.target))
+                    .transpose();
+                Some(writer.map_err(StartError::AccessLog)?)
+            };
+            Ok((plan, writer))
+        });
+        let (plan, writer) = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; the previous config stays");
                 metrics.config_reload(false);
                 return false;
             }
         };
-        if snapshot.config.access_log != previous.config.access_log {
-            let log = &snapshot.config.access_log;
-            match log
-                .enabled
-                .then(|| AccessLog::start(&log.target))
-                .transpose()
-            {
-                Ok(writer) => self.shared.access_log.store(writer.map(Arc::new)),
-                Err(e) => tracing::error!(error = %e, "cannot open the new access log"),
-            }
+        if let Some(writer) = writer {
+            self.shared.access_log.store(writer.map(Arc::new));
         }
         let started = self.listeners.commit(plan, &snapshot);
         for l in started {
@@ -241,6 +249,8 @@ impl Proxy {
 enum Step {
     /// Same name and address: keep the socket, swap the runtime.
     Keep(usize),
+    /// Renamed on the same fixed address: the old listener's socket, under the new name.
+    Adopt(usize),
     /// New, or moved: a socket bound for it.
     Bind(std::net::TcpListener),
 }
@@ -261,13 +271,31 @@ impl Listeners {
             .enumerate()
             .map(|(i, l)| ((l.handle.name.as_str(), l.configured), i))
             .collect();
+        let kept: std::collections::HashSet<usize> = snapshot
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| current.get(&(l.name.as_str(), l.address)).copied())
+            .collect();
+        // A socket on a fixed port whose listener is gone can serve a listener that takes its
+        // address under another name; binding a second socket there would fail.
+        let by_address: HashMap<SocketAddr, usize> = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| l.configured.port() != 0 && !kept.contains(i))
+            .map(|(i, l)| (l.configured, i))
+            .collect();
         snapshot
             .config
             .listeners
             .iter()
             .map(|l| match current.get(&(l.name.as_str(), l.address)) {
                 Some(&i) => Ok(Step::Keep(i)),
-                None => bind(&format!("listener {}", l.name), l.address).map(Step::Bind),
+                None => match by_address.get(&l.address) {
+                    Some(&i) => Ok(Step::Adopt(i)),
+                    None => bind(&format!("listener {}", l.name), l.address).map(Step::Bind),
+                },
             })
             .collect()
     }
@@ -284,6 +312,17 @@ impl Listeners {
                     let kept = old[j].take().expect("each listener is kept at most once");
                     kept.handle.store(rt);
                     kept
+                }
+                Step::Adopt(j) => {
+                    let old = old[j].take().expect("each socket is adopted at most once");
+                    tracing::info!(from = %old.handle.name, to = %rt.name, "listener renamed");
+                    old.handle.stop();
+                    started.push(i);
+                    BoundListener {
+                        handle: ListenerHandle::new(rt),
+                        socket: old.socket,
+                        configured: old.configured,
+                    }
                 }
                 Step::Bind(socket) => {
                     started.push(i);

@@ -40,6 +40,7 @@
 //!   [`Echo`], the request description they answer with;
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
 //! - [`raw`]: byte-level HTTP and TCP: malformed requests, TCP echo, misbehaving servers;
+//! - [`raw_h2`]: HTTP/2 frame by frame: floods and other things no client library sends;
 //! - [`body`]: large bodies generated and checked chunk by chunk, never held whole;
 //! - [`load`]: request loops on keep-alive HTTP/1.1 and h2c connections, checking every
 //!   response, for tests that change the proxy under traffic;
@@ -55,6 +56,7 @@ pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod raw;
+pub mod raw_h2;
 pub mod upstream;
 pub mod util;
 

@@ -4,12 +4,13 @@
 //!   client library would refuse to send (oversized heads, missing `Host`, bad framing).
 //! - [`get`] is a tiny blocking `GET` for the admin listener.
 //! - [`RawServer`] is an upstream that hands each accepted connection to a closure: TCP echo,
-//!   or an "HTTP server" that misbehaves on purpose.
+//!   or an "HTTP server" that misbehaves on purpose; [`RawServer::recording`] keeps every byte
+//!   it reads ([`Received`]), to show what a proxy let through.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -153,6 +154,17 @@ fn read_chunked(stream: &mut impl Read, mut buf: Vec<u8>) -> io::Result<Vec<u8>>
     }
 }
 
+/// A reader that hands out one byte per read, so that [`RawResponse::read_from`] stops exactly
+/// where a response ends and a pipelined response behind it stays unread.
+pub struct ByteByByte<R>(pub R);
+
+impl<R: Read> Read for ByteByByte<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
 /// Connects to `addr` with read and write timeouts set, so a test fails instead of hanging.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
@@ -272,6 +284,90 @@ impl RawServer {
     }
 }
 
+/// The answer of an upstream that has nothing to say: `200 OK`, body `ok`.
+pub const OK_REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Every byte a [`RawServer::recording`] read, over all its connections, in arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct Received(Arc<Mutex<Vec<u8>>>);
+
+impl Received {
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap().is_empty()
+    }
+
+    fn append(&self, data: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(data);
+    }
+}
+
+impl RawServer {
+    /// A keep-alive HTTP/1.1 upstream that records every byte it reads and writes `reply`
+    /// verbatim after each complete request (head, then the body its `Content-Length` or chunked
+    /// framing gives), until the peer closes. An incomplete request gets no answer.
+    pub fn recording(reply: &'static [u8]) -> (RawServer, Received) {
+        let received = Received::default();
+        let log = received.clone();
+        let server = RawServer::start(move |mut stream| {
+            let mut pending = Vec::new();
+            while let Ok(n @ 1..) = read_more(&mut stream, &mut pending) {
+                log.append(&pending[pending.len() - n..]);
+                while let Some(len) = request_len(&pending) {
+                    pending.drain(..len);
+                    if stream.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (server, received)
+    }
+}
+
+/// The length of the complete request at the start of `buf`, if it is all there. A lenient
+/// reading, for test upstreams: `Content-Length`, else chunked if `Transfer-Encoding` says so,
+/// else no body.
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let head_end = find(buf, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let field = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    if let Some(len) = field("content-length") {
+        let len: usize = len.parse().ok()?;
+        return (buf.len() >= head_end + len).then_some(head_end + len);
+    }
+    if !field("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        return Some(head_end);
+    }
+    let mut pos = head_end;
+    loop {
+        let line_end = pos + find(&buf[pos..], b"\r\n")?;
+        let size = String::from_utf8_lossy(&buf[pos..line_end]);
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            // No trailers in these tests: the blank line follows.
+            return (buf.len() >= pos + 2).then_some(pos + 2);
+        }
+        pos += size + 2;
+        if buf.len() < pos {
+            return None;
+        }
+    }
+}
+
 impl Drop for RawServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
@@ -365,9 +461,45 @@ mod tests {
         let r = RawResponse::read_from(&mut chunked, false).unwrap();
         assert_eq!((r.status, r.text().as_str()), (201, "abcde"));
 
+        let mut two: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 204 No Content\r\n\r\n";
+        let mut one_by_one = ByteByByte(&mut two);
+        for status in [200, 204] {
+            let r = RawResponse::read_from(&mut one_by_one, false).unwrap();
+            assert_eq!(r.status, status);
+        }
+
         let mut until_close: &[u8] = b"HTTP/1.0 404 Not Found\r\n\r\nbye";
         let r = RawResponse::read_from(&mut until_close, false).unwrap();
         assert_eq!((r.status, r.text().as_str()), (404, "bye"));
+    }
+
+    #[test]
+    fn requests_are_delimited_by_length_chunks_or_the_head() {
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(request_len(get), Some(get.len()));
+        assert_eq!(request_len(&get[..get.len() - 1]), None);
+        let post = b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabcGET";
+        assert_eq!(request_len(post), Some(post.len() - 3));
+        assert_eq!(request_len(&post[..post.len() - 4]), None);
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(request_len(chunked), Some(chunked.len()));
+        assert_eq!(request_len(&chunked[..chunked.len() - 2]), None);
+    }
+
+    #[test]
+    fn a_recording_server_answers_each_request_and_keeps_every_byte() {
+        let (server, received) = RawServer::recording(OK_REPLY);
+        let mut s = connect(server.addr());
+        let two = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi";
+        s.write_all(two).unwrap();
+        // Both answers, read raw: `read_from` would drop what follows the first.
+        let mut answers = Vec::new();
+        while answers.len() < 2 * OK_REPLY.len() {
+            assert_ne!(read_more(&mut s, &mut answers).unwrap(), 0, "{answers:?}");
+        }
+        assert_eq!(answers, [OK_REPLY, OK_REPLY].concat());
+        assert_eq!(received.bytes(), two);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! same port), with the configured limits and the idle timeout; an HTTP/1.1 connection that
 //! switches protocols ends as a tunnel ([`upgrade`]).
 
+mod gate;
 pub mod service;
 pub mod upgrade;
 
@@ -68,25 +69,13 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let expiry = watch(&activity, t.idle, Some(t.header_read));
-    tokio::pin!(expiry);
-    let mut drain = ctx_drain;
-    let mut listener_gone_tcp = ctx_closing;
+    // The rare reasons to stop, gated so they cost nothing on the wakes that serve requests.
+    let stop = gate::Gated::new(stop_reason(ctx_drain, ctx_closing, &activity, t));
+    tokio::pin!(stop);
     let mut closing = false;
     loop {
         tokio::select! {
-            // Draining: finish what is in flight, then close (HTTP/1 says `Connection: close`,
-            // HTTP/2 sends GOAWAY).
-            () = crate::server::until_set(&mut drain), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            // A reload made this listener opaque TCP: finish the request at hand, then close,
-            // so the client reconnects to what the port serves now.
-            () = crate::server::until_set(&mut listener_gone_tcp), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
@@ -97,19 +86,44 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, 
                 }
                 return;
             }
-            why = expiry.as_mut(), if !closing => match why {
-                Expiry::Idle => {
-                    tracing::debug!(idle = ?t.idle, "closing idle downstream connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                Expiry::HeadTimeout => {
+            why = stop.as_mut(), if !closing => match why {
+                Stop::Expired(Expiry::HeadTimeout) => {
                     // A client trickling its request head (slowloris): drop it, no goodbye.
                     tracing::debug!(timeout = ?t.header_read, "request head too slow; closing");
                     return;
                 }
+                // Finish what is in flight, then close: HTTP/1 says `Connection: close`, HTTP/2
+                // sends GOAWAY.
+                why => {
+                    tracing::debug!(?why, "closing downstream connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
         }
+    }
+}
+
+/// Why a connection stops taking requests.
+#[derive(Debug)]
+enum Stop {
+    Draining,
+    /// A reload made the listener opaque TCP: the client should reconnect to what the port
+    /// serves now.
+    ListenerNoLongerHttp,
+    Expired(Expiry),
+}
+
+async fn stop_reason(
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    mut not_http: tokio::sync::watch::Receiver<bool>,
+    activity: &Activity,
+    t: Timeouts,
+) -> Stop {
+    tokio::select! {
+        () = crate::server::until_set(&mut drain) => Stop::Draining,
+        () = crate::server::until_set(&mut not_http) => Stop::ListenerNoLongerHttp,
+        why = watch(activity, t.idle, Some(t.header_read)) => Stop::Expired(why),
     }
 }
 

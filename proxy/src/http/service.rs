@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::header::HOST;
 use http::request::Parts;
@@ -86,6 +87,7 @@ async fn forward(
     let limits = &listener.limits;
     check_limits(&req, limits)?;
     crate::framing::check_head(req.headers())?;
+    crate::framing::check_target(&req)?;
 
     let (route, backend, ep) = choose(listener, &req, done)?;
     let cluster = &route.backends[backend].cluster;
@@ -106,8 +108,20 @@ async fn forward(
 
     let body_timeout =
         (downstream_version < Version::HTTP_2).then_some(limits.request_body_timeout);
-    let (body, body_stats) = RequestBody::new(body, limits.max_request_body_bytes, body_timeout);
+    let (mut body, body_stats) =
+        RequestBody::new(body, limits.max_request_body_bytes, body_timeout);
     done.request_body = body_stats.clone();
+    // A body already broken when its head arrived never costs an upstream connection.
+    if let Some(stats) = &body_stats
+        && std::future::poll_fn(|cx| Poll::Ready(body.peek(cx)))
+            .await
+            .is_err()
+    {
+        let timeout = limits.request_body_timeout;
+        return Err(stats
+            .error(limits.max_request_body_bytes, timeout)
+            .unwrap_or(ProxyError::BadRequest("malformed request body")));
+    }
     let sent_at = Instant::now();
     let req = Request::from_parts(parts, body);
     // The response head must arrive within the route timeout, and within a gRPC call's own

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use super::ClusterRt;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
-use crate::io::{CountingIo, ResponseHeads};
+use crate::io::CountingIo;
 use crate::metrics::OpenGuard;
 
 type Io = TokioIo<CountingIo<TcpStream>>;
@@ -56,8 +56,6 @@ pub struct H1Conn {
     conn: http1::Connection<Io, RequestBody>,
     /// Set once `conn` has resolved; a finished future must not be polled again.
     done: bool,
-    /// The raw scan of each response head (what hyper's parser normalises away).
-    heads: Arc<ResponseHeads>,
     _open: OpenGuard,
 }
 
@@ -77,7 +75,6 @@ impl H1Conn {
         &mut self,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
-        self.heads.arm();
         let mut resp = std::pin::pin!(self.sender.try_send_request(req));
         // `resp` borrows the sender; the connection and its flag are separate fields.
         let (conn, done) = (&mut self.conn, &mut self.done);
@@ -86,19 +83,6 @@ impl H1Conn {
             resp.as_mut().poll(cx)
         })
         .await
-    }
-
-    /// Why the last response head must not be trusted, if it must not: framing that hyper
-    /// accepted by choosing one reading of it (RFC 9112 section 6.3), which we refuse.
-    pub fn framing_problem(&self) -> Option<&'static str> {
-        let flags = self.heads.flags();
-        if flags & crate::framing::CL_AND_TE != 0 {
-            Some("both Content-Length and Transfer-Encoding")
-        } else if flags & crate::framing::REPEATED_CL != 0 {
-            Some("more than one Content-Length")
-        } else {
-            None
-        }
     }
 }
 
@@ -120,18 +104,15 @@ fn drive(
 /// bodies on every request.
 pub async fn http1(cluster: &Arc<ClusterRt>, addr: SocketAddr) -> Result<Box<H1Conn>, ProxyError> {
     let stream = tcp(cluster, addr).await?;
-    let heads = Arc::new(ResponseHeads::default());
-    let io = CountingIo::upstream(stream, cluster.metrics.bytes.clone(), heads.clone());
     let (sender, conn) = http1::Builder::new()
         .writev(false)
-        .handshake::<Io, RequestBody>(TokioIo::new(io))
+        .handshake::<Io, RequestBody>(counted(cluster, stream))
         .await
         .map_err(|source| ProxyError::Handshake { addr, source })?;
     Ok(Box::new(H1Conn {
         sender,
         conn,
         done: false,
-        heads,
         _open: OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total),
     }))
 }

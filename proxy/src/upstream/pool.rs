@@ -32,7 +32,8 @@ use crate::error::ProxyError;
 #[derive(Default)]
 pub struct Pool {
     h1: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// The HTTP/2 connection and when a request last took it.
+    h2: Mutex<Option<(http2::SendRequest<RequestBody>, Instant)>>,
     /// Held while an HTTP/2 connection is being opened, so concurrent first requests share one.
     h2_connecting: tokio::sync::Mutex<()>,
 }
@@ -74,8 +75,11 @@ impl Pool {
 
     fn h2_sender(&self) -> Option<http2::SendRequest<RequestBody>> {
         let mut slot = lock(&self.h2);
-        match &*slot {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+        match &mut *slot {
+            Some((s, used)) if !s.is_closed() => {
+                *used = Instant::now();
+                Some(s.clone())
+            }
             Some(_) => {
                 *slot = None;
                 None
@@ -94,15 +98,20 @@ impl Pool {
             return Ok(s);
         }
         let sender = connect::http2(cluster, cluster.endpoints[ep].address).await?;
-        *lock(&self.h2) = Some(sender.clone());
+        *lock(&self.h2) = Some((sender.clone(), Instant::now()));
         Ok(sender)
     }
 
-    /// Drops connections idle for `idle_timeout` or already closed by the server.
+    /// Drops connections idle for `idle_timeout` or already closed by the server. An HTTP/2
+    /// connection leaves the pool when no request has taken it for `idle_timeout`; streams
+    /// still open on it finish first, then it closes.
     pub fn reap(&self, idle_timeout: Duration) {
         lock(&self.h1).retain(|i| i.since.elapsed() < idle_timeout && !i.conn.sender.is_closed());
         let mut h2 = lock(&self.h2);
-        if h2.as_ref().is_some_and(|s| s.is_closed()) {
+        if h2
+            .as_ref()
+            .is_some_and(|(s, used)| s.is_closed() || used.elapsed() >= idle_timeout)
+        {
             *h2 = None;
         }
     }
@@ -131,7 +140,7 @@ pub async fn send_http1(
         match conn.send(req).await {
             Ok(resp) => {
                 // Ambiguous framing: 502, and the connection (dropped here) is never reused.
-                if let Some(problem) = conn.framing_problem() {
+                if let Some(problem) = crate::framing::response_problem(resp.headers()) {
                     return Err(ProxyError::UpstreamInvalid(problem));
                 }
                 let ret = Return {

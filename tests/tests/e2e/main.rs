@@ -21,6 +21,7 @@ mod protocols;
 mod reload;
 mod routing;
 mod streaming;
+mod strict;
 mod tcp;
 mod upgrade;
 
