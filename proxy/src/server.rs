@@ -21,7 +21,8 @@ use crate::context::{ConnCtx, Shared};
 use crate::metrics::Metrics;
 use crate::snapshot::{ListenerHandle, ListenerRtKind, Snapshot};
 
-/// How often each worker closes pooled upstream connections that outlived their idle timeout.
+/// The longest wait between two sweeps for pooled upstream connections that outlived their
+/// idle timeout.
 const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A proxy whose sockets are bound but which serves nothing yet.
@@ -491,13 +492,25 @@ async fn accept_loop(
 }
 
 async fn reap_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(REAP_INTERVAL);
     loop {
-        tick.tick().await;
-        for cluster in &shared.snapshot.load().clusters {
-            cluster.reap_idle();
-        }
+        let interval = {
+            let snapshot = shared.snapshot.load();
+            for cluster in &snapshot.clusters {
+                cluster.reap_idle();
+            }
+            reap_interval(&snapshot.config)
+        };
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// Often enough that a pooled connection outlives its cluster's idle timeout by at most half
+/// of it, and at most every [`REAP_INTERVAL`].
+fn reap_interval(config: &Config) -> Duration {
+    let shortest = config.clusters.iter().map(|c| c.idle_timeout).min();
+    shortest.map_or(REAP_INTERVAL, |t| {
+        (t / 2).clamp(Duration::from_millis(100), REAP_INTERVAL)
+    })
 }
 
 /// SIGTERM and SIGINT, when the proxy handles them.

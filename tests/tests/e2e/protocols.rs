@@ -206,3 +206,30 @@ fn an_absolute_form_target_without_host_gets_its_authority_as_host() {
     assert_eq!(echo.uri(), "/x?y=1");
     assert_eq!(echo.header_all("host"), ["api.local"]);
 }
+
+/// An HTTP/2 upstream connection nobody has used for the cluster's idle_timeout leaves the
+/// pool and closes (HTTP/1.1 ones are covered by the pool's idle stack the same way).
+#[tokio::test]
+async fn an_idle_http2_upstream_connection_is_closed_after_the_idle_timeout() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let config = remora_tests::simple_config("http2", &[upstream.addr()]).replace(
+        "    protocol: http2\n",
+        "    protocol: http2\n    idle_timeout: 1s\n",
+    );
+    let proxy = ProxyProcess::start(&config);
+    let reply = remora_tests::client::get(proxy.listener("main"), Proto::Http1, "/").await;
+    assert_eq!(reply.status, 200);
+    let open = [("cluster", "app")];
+    proxy.wait_metric("remora_upstream_connections_open", &open, 1.0);
+    let started = Instant::now();
+    proxy.wait_metric("remora_upstream_connections_open", &open, 0.0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "closed after {waited:?}, before the idle timeout"
+    );
+    // A new request opens a new connection.
+    let reply = remora_tests::client::get(proxy.listener("main"), Proto::Http1, "/").await;
+    assert_eq!(reply.status, 200);
+    proxy.wait_metric("remora_upstream_connections_total", &open, 2.0);
+}

@@ -174,3 +174,49 @@ async fn a_keep_alive_connection_survives_its_listener_turning_into_tcp() {
         proxy.stderr().text()
     );
 }
+
+/// Renaming a listener while keeping its fixed address hands the bound socket to the new name
+/// (binding a second socket there would fail); metrics and logs use the new name from then on.
+#[tokio::test]
+async fn a_listener_renamed_on_its_fixed_port_keeps_serving_there() {
+    let a = Upstream::start_named("a", Behaviour::Echo);
+    let b = Upstream::start_named("b", Behaviour::Echo);
+    let fixed = free_addr();
+    let config = |name: &str, cluster: &str| {
+        two_clusters(&a, &b, "a").replace(
+            "clusters:\n",
+            &format!(
+                "  - name: {name}\n    address: {fixed}\n    routes: [{{ name: r, cluster: {cluster} }}]\n\
+                 clusters:\n"
+            ),
+        )
+    };
+    let mut proxy = ProxyProcess::start(&config("before", "a"));
+    assert_eq!(
+        client::get(fixed, Proto::Http1, "/")
+            .await
+            .echo()
+            .upstream(),
+        "a"
+    );
+
+    proxy.write_config(&config("after", "b"));
+    wait_reloads(&proxy, 1, 0);
+    wait_for("the addrs file to list `after`", RELOAD_TIMEOUT, || {
+        (proxy.refresh_addrs().listeners.iter())
+            .any(|(n, a)| n == "after" && *a == fixed)
+            .then_some(())
+    });
+    assert_eq!(
+        client::get(fixed, Proto::Http1, "/")
+            .await
+            .echo()
+            .upstream(),
+        "b"
+    );
+    proxy.wait_metric(
+        "remora_requests_total",
+        &crate::request_labels("after", "r", "b", "2xx"),
+        1.0,
+    );
+}

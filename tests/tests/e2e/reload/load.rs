@@ -227,7 +227,9 @@ async fn a_hundred_reloads_under_load_fail_nothing_and_leak_nothing() {
     settle(&proxy);
     let deadline = Instant::now() + RELOAD_TIMEOUT;
     let mut last = proxy.open_fds();
-    while last != fds {
+    // Fewer is fine (a pooled connection open at the baseline may have been reaped since);
+    // more would be a leak.
+    while last > fds {
         assert!(
             Instant::now() < deadline,
             "the proxy has {last} file descriptors open, {fds} before the load: {:?}",
