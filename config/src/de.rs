@@ -14,7 +14,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, IntoDeserializer, Visitor};
 
 use crate::diag::{Collector, list, suggestion};
 use crate::node::{Kind, Node};
-use crate::raw::{ITEM_MARKER, ONE_OR_MANY_MARKER};
+use crate::raw::{ITEM_MARKER, ONE_OR_MANY_MARKER, TOGGLE_MARKER};
 
 /// Deserializes `T` from the tree, reporting problems to `out`. `None` if the root itself was
 /// unusable (its problems have been reported).
@@ -171,6 +171,24 @@ impl<'a> NodeDe<'a> {
             .map_err(|_| self.fail(format!("{n} is out of range; expected {min} to {max}")))
     }
 
+    /// `true` / `false`, or a mapping of settings handed over as a one-element sequence (see
+    /// [`Toggle`](crate::raw::Toggle)).
+    fn toggle<V: Visitor<'a>>(&self, visitor: V) -> Result<V::Value, Error> {
+        match &self.node.kind {
+            Kind::Bool(b) => self.settle(visitor.visit_bool(*b)),
+            Kind::Str(s) if s == "true" || s == "false" => {
+                self.settle(visitor.visit_bool(s == "true"))
+            }
+            Kind::Map(_) => self.settle(visitor.visit_seq(OneElement(Some(self.clone())))),
+            _ => {
+                let found = self.node.describe();
+                Err(self.fail(format!(
+                    "expected true, false or a mapping of settings, found {found}"
+                )))
+            }
+        }
+    }
+
     fn entries(&self, entries: Vec<&'a (Node, Node)>) -> Entries<'a> {
         Entries {
             parent: self.clone(),
@@ -313,6 +331,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         }
         if name == ONE_OR_MANY_MARKER {
             return self.deserialize_seq(visitor);
+        }
+        if name == TOGGLE_MARKER {
+            return self.toggle(visitor);
         }
         self.settle(visitor.visit_newtype_struct(self.clone()))
     }

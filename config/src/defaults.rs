@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Direction, LogTarget, UpstreamProtocol};
+use crate::model::{Direction, LbPolicy, LogTarget, UpstreamProtocol};
 use crate::raw::ListenerProtocol;
 
 /// One worker thread. A sidecar shares its node with the application it serves; one core already
@@ -85,6 +85,94 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// servers (nginx 75 s), so we close first and never reuse a connection the server is closing.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Round-robin unless told otherwise: smooth weighted round-robin spreads requests evenly,
+/// keeps no per-request state, and is the easiest policy to predict when reading metrics.
+pub const LB_POLICY: LbPolicy = LbPolicy::RoundRobin;
+
+/// least_request compares 2 endpoints drawn at random, as Envoy: the power of two choices
+/// avoids nearly every overloaded endpoint a full scan would, at a fraction of the cost.
+pub const CHOICE_COUNT: u32 = 2;
+
+/// Peak-EWMA forgets latency with a 10 s time constant, as Linkerd: long enough to smooth
+/// out single slow requests, short enough to notice an endpoint slowing down within seconds.
+pub const PEAK_EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// An endpoint without measurements is assumed to answer in 30 ms, as in Linkerd: a typical
+/// in-cluster latency, so a new endpoint is tried without being flooded.
+pub const PEAK_EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// 1024 points on a hash ring, as Envoy: keys spread within a few percent over tens of
+/// endpoints, and the ring rebuilds in microseconds when endpoints change.
+pub const MINIMUM_RING_SIZE: u64 = 1024;
+
+/// 65537 Maglev table entries, Envoy's default: a prime (the algorithm needs one) well above
+/// 100 entries per endpoint for clusters of hundreds of endpoints.
+pub const MAGLEV_TABLE_SIZE: u64 = 65_537;
+
+/// Below 50% healthy endpoints, balance over all of them, as Envoy: when half a cluster looks
+/// down, the health signal is more likely wrong than half the endpoints dead, and the healthy
+/// half would be overloaded anyway.
+pub const PANIC_THRESHOLD: f64 = 0.5;
+
+/// Check every 5 s. Envoy requires every cluster to choose; 5 s notices a dead endpoint within
+/// seconds (outlier detection, fed by real requests, is usually faster still) at a negligible
+/// load on the endpoint.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Intervals vary by up to 10%, so proxies started together (a rollout) spread their checks
+/// instead of probing every endpoint at the same moment.
+pub const HEALTH_CHECK_JITTER: f64 = 0.1;
+
+/// 1 s for a check to answer, as Kubernetes probes' default timeout: a health endpoint does
+/// no real work, so one that takes longer is in trouble. Envoy requires a value.
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// 3 failed checks in a row mark an endpoint unhealthy, as Kubernetes probes' default failure
+/// threshold: one lost packet or slow garbage collection does not take an endpoint out.
+pub const UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// 2 passed checks in a row bring an endpoint back: one success after failures may be a fluke,
+/// and an endpoint that flaps should not get traffic on every up-swing.
+pub const HEALTHY_THRESHOLD: u32 = 2;
+
+/// Endpoints count as healthy until their first check. A proxy that restarts under traffic
+/// (a config rollout, a crash) should not refuse every endpoint until the first round of
+/// checks; Envoy starts hosts unhealthy and relies on its panic threshold to route anyway.
+pub const INITIALLY_HEALTHY: bool = true;
+
+/// Any 2xx means healthy. Envoy accepts only 200, which fails health endpoints that answer
+/// 204 No Content.
+pub const EXPECTED_STATUSES: &[(u16, u16)] = &[(200, 299)];
+
+/// Outlier detection is on: it costs nothing until endpoints fail, and then it keeps a dead or
+/// broken endpoint from failing a share of every client's requests.
+pub const OUTLIER_DETECTION_ENABLED: bool = true;
+
+/// 5 consecutive 5xx responses eject an endpoint, as Envoy: a run that long is rarely bad luck.
+pub const CONSECUTIVE_5XX: u32 = 5;
+
+/// 5 consecutive gateway failures (connect failure, reset, timeout) eject an endpoint, Envoy's
+/// threshold. Envoy counts these without ejecting unless told to; we eject, because a failure
+/// to connect is the clearest sign an endpoint is gone.
+pub const CONSECUTIVE_GATEWAY_FAILURE: u32 = 5;
+
+/// A first ejection lasts 30 s, as Envoy: long enough for a restarting endpoint to come back,
+/// short enough that a falsely ejected one is not missed for long.
+pub const BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+
+/// Repeated ejections grow to at most 300 s, as Envoy: an endpoint that keeps failing is
+/// still retried every five minutes.
+pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+
+/// At most 10% of a cluster's endpoints are ejected at once, as Envoy: when more fail
+/// together, the cause is usually shared (a dependency, the network) and ejecting them would
+/// only pile the load onto the rest.
+pub const MAX_EJECTION_PERCENT: f64 = 0.1;
+
+/// An ejected endpoint returns when its time is up, as in Envoy and Linkerd; requiring a
+/// passing health check as well needs a health check, which not every cluster has.
+pub const REQUIRE_HEALTH_CHECK_TO_RETURN: bool = false;
+
 /// Accepted ranges, bounds included; outside them validation fails.
 pub mod ranges {
     use std::time::Duration;
@@ -111,4 +199,29 @@ pub mod ranges {
     pub const MAX_URI_BYTES: (usize, usize) = (64, 1024 * 1024);
     pub const WORKERS: (usize, usize) = (1, 256);
     pub const MAX_CONCURRENT_STREAMS: (u32, u32) = (1, 10_000);
+    /// least_request compares at least 2 endpoints, or it would be random choice.
+    pub const CHOICE_COUNT: (u32, u32) = (2, 100);
+    pub const PEAK_EWMA_DECAY: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(600));
+    pub const PEAK_EWMA_DEFAULT_RTT: (Duration, Duration) =
+        (Duration::from_millis(1), Duration::from_secs(10));
+    /// Envoy's largest ring: 8M points.
+    pub const MINIMUM_RING_SIZE: (u64, u64) = (1, 8_388_608);
+    /// Both bounds are prime; 5000011 is Envoy's largest Maglev table.
+    pub const MAGLEV_TABLE_SIZE: (u64, u64) = (101, 5_000_011);
+    /// Shares written as percentages: 0% to 100%.
+    pub const PERCENT: (f64, f64) = (0.0, 1.0);
+    pub const HEALTH_CHECK_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    pub const HEALTH_CHECK_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(60));
+    pub const HEALTH_THRESHOLD: (u32, u32) = (1, 100);
+    /// The status codes HTTP defines.
+    pub const HTTP_STATUS: (u16, u16) = (100, 599);
+    pub const EJECTION_TIME: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(3600));
+    pub const CONSECUTIVE_FAILURES: (u32, u32) = (1, 1000);
+    /// Browsers cap a cookie's lifetime at 400 days (RFC 6265bis); 0 would expire it at once.
+    pub const COOKIE_TTL: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(400 * 24 * 3600));
 }

@@ -3,12 +3,16 @@
 //! What `remora-proxy --print-config` and the admin `/config` page show, so that what a user
 //! reads is what runs. Loading the output gives the same model back.
 
-use crate::model::{self, HeaderValueMatch, HostMatch, LogTarget, PathMatch};
-use crate::raw::{self, ByteSize, DurationValue, Field, HeaderMap, Item, OneOrMany, SizeLimit};
+use crate::model::{self, HashKey, HeaderValueMatch, HostMatch, LbPolicy, LogTarget, PathMatch};
+use crate::raw::{
+    self, ByteSize, DurationValue, Field, HeaderMap, Item, OneOrMany, Percent, SizeLimit,
+    StatusRange, Toggle,
+};
 
 /// The config as YAML. Values that have a default are always written; optional features that
-/// are off (no admin listener, no header rewrites, no match conditions beyond `hosts`) are
-/// left out, because there is no value to show for them.
+/// are off (no admin listener, no header rewrites, no match conditions beyond `hosts`, no
+/// health check) are left out, because there is no value to show for them. Features that are
+/// on by default say so when turned off (`outlier_detection: {enabled: false}`).
 pub(crate) fn to_yaml(config: &model::Config) -> String {
     let mut options = serde_saphyr::SerializerOptions::default();
     // Indent list items under their key, as in the examples users copy from.
@@ -240,5 +244,168 @@ fn cluster(c: &model::Cluster) -> raw::Cluster {
             address: some(e.address.to_string()),
             weight: some(e.weight),
         })),
+        load_balancer: some(load_balancer(&c.load_balancer)),
+        health_check: c.health_check.as_ref().map(|h| Item::new(health_check(h))),
+        outlier_detection: some(outlier_detection(c.outlier_detection.as_ref())),
+    }
+}
+
+impl From<&LbPolicy> for raw::LbPolicy {
+    fn from(policy: &LbPolicy) -> Self {
+        match policy {
+            LbPolicy::RoundRobin => raw::LbPolicy::RoundRobin,
+            LbPolicy::LeastRequest { .. } => raw::LbPolicy::LeastRequest,
+            LbPolicy::RingHash { .. } => raw::LbPolicy::RingHash,
+            LbPolicy::Maglev { .. } => raw::LbPolicy::Maglev,
+        }
+    }
+}
+
+/// Only the settings of the policy in use: the others would not load back.
+pub(crate) fn load_balancer(lb: &model::LoadBalancer) -> raw::LoadBalancer {
+    let mut raw = raw::LoadBalancer {
+        policy: some(raw::LbPolicy::from(&lb.policy)),
+        choice_count: None,
+        peak_ewma: None,
+        minimum_ring_size: None,
+        table_size: None,
+        hash_on: None,
+        panic_threshold: some(Percent(lb.panic_threshold)),
+    };
+    match &lb.policy {
+        LbPolicy::RoundRobin => {}
+        LbPolicy::LeastRequest {
+            choice_count,
+            peak_ewma,
+        } => {
+            raw.choice_count = some(*choice_count);
+            raw.peak_ewma = some(match peak_ewma {
+                None => Toggle::Flag(false),
+                Some(p) => Toggle::Settings(raw::PeakEwma {
+                    decay: some(DurationValue(p.decay)),
+                    default_rtt: some(DurationValue(p.default_rtt)),
+                }),
+            });
+        }
+        LbPolicy::RingHash {
+            minimum_ring_size,
+            hash_on,
+        } => {
+            raw.minimum_ring_size = some(*minimum_ring_size);
+            raw.hash_on = Some(list(hash_on, hash_key));
+        }
+        LbPolicy::Maglev {
+            table_size,
+            hash_on,
+        } => {
+            raw.table_size = some(*table_size);
+            raw.hash_on = Some(list(hash_on, hash_key));
+        }
+    }
+    raw
+}
+
+fn hash_key(key: &HashKey) -> raw::HashKey {
+    let mut raw = raw::HashKey {
+        header: None,
+        cookie: None,
+        source_ip: None,
+        path: None,
+        query_parameter: None,
+    };
+    match key {
+        HashKey::Header(name) => raw.header = some(name.to_string()),
+        HashKey::Cookie { name, ttl, path } => {
+            raw.cookie = some(raw::HashCookie {
+                name: some(name.clone()),
+                ttl: ttl.map(|t| Item::new(DurationValue(t))),
+                path: path.clone().map(Item::new),
+            });
+        }
+        HashKey::SourceIp => raw.source_ip = some(true),
+        HashKey::Path => raw.path = some(true),
+        HashKey::QueryParameter(name) => raw.query_parameter = some(name.clone()),
+    }
+    raw
+}
+
+pub(crate) fn health_check(h: &model::HealthCheck) -> raw::HealthCheck {
+    let mut raw = raw::HealthCheck {
+        http: None,
+        tcp: None,
+        grpc: None,
+        interval: some(DurationValue(h.interval)),
+        jitter: some(Percent(h.jitter)),
+        timeout: some(DurationValue(h.timeout)),
+        unhealthy_threshold: some(h.unhealthy_threshold),
+        healthy_threshold: some(h.healthy_threshold),
+        initial_state: some(if h.initially_healthy {
+            raw::InitialState::Healthy
+        } else {
+            raw::InitialState::Unhealthy
+        }),
+    };
+    match &h.kind {
+        model::HealthCheckKind::Http {
+            path,
+            host,
+            statuses,
+        } => raw.http = some(http_health_check(path, host.as_deref(), statuses)),
+        model::HealthCheckKind::Tcp { send, expect } => {
+            // Bytes to send and expect come from YAML strings, so they are UTF-8.
+            let text = |b: &Option<Vec<u8>>| {
+                b.as_ref()
+                    .map(|b| Item::new(String::from_utf8_lossy(b).into_owned()))
+            };
+            raw.tcp = some(raw::TcpHealthCheck {
+                send: text(send),
+                expect: text(expect),
+            });
+        }
+        model::HealthCheckKind::Grpc { service } => {
+            raw.grpc = some(raw::GrpcHealthCheck {
+                service: some(service.clone()),
+            });
+        }
+    }
+    raw
+}
+
+pub(crate) fn http_health_check(
+    path: &str,
+    host: Option<&str>,
+    statuses: &[(u16, u16)],
+) -> raw::HttpHealthCheck {
+    raw::HttpHealthCheck {
+        path: some(path.to_owned()),
+        host: host.map(|h| Item::new(h.to_owned())),
+        expected_statuses: Some(list(statuses, |(first, last)| StatusRange {
+            first: u32::from(*first),
+            last: u32::from(*last),
+        })),
+    }
+}
+
+/// Off is written as `enabled: false` alone: detection is on when the section is left out.
+pub(crate) fn outlier_detection(o: Option<&model::OutlierDetection>) -> raw::OutlierDetection {
+    match o {
+        None => raw::OutlierDetection {
+            enabled: some(false),
+            consecutive_5xx: None,
+            consecutive_gateway_failure: None,
+            base_ejection_time: None,
+            max_ejection_time: None,
+            max_ejection_percent: None,
+            require_health_check_to_return: None,
+        },
+        Some(o) => raw::OutlierDetection {
+            enabled: some(true),
+            consecutive_5xx: some(o.consecutive_5xx),
+            consecutive_gateway_failure: some(o.consecutive_gateway_failure),
+            base_ejection_time: some(DurationValue(o.base_ejection_time)),
+            max_ejection_time: some(DurationValue(o.max_ejection_time)),
+            max_ejection_percent: some(Percent(o.max_ejection_percent)),
+            require_health_check_to_return: some(o.require_health_check_to_return),
+        },
     }
 }

@@ -261,7 +261,7 @@ impl UpstreamProtocol {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     /// Unique among clusters; routes and TCP listeners refer to it.
     pub name: String,
@@ -271,6 +271,165 @@ pub struct Cluster {
     pub idle_timeout: Duration,
     /// May be empty (requests then get 503 `no-endpoint`); when not, at least one weight is positive.
     pub endpoints: Vec<Endpoint>,
+    pub load_balancer: LoadBalancer,
+    /// Active health checking; `None` when not configured (every endpoint counts as healthy
+    /// unless outlier detection ejects it).
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection of failing endpoints; `None` when turned off.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// How a cluster picks an endpoint for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancer {
+    pub policy: LbPolicy,
+    /// When fewer than this share of endpoints (0.0..=1.0) are healthy and not ejected, balance
+    /// over all of them instead of overloading the few (Envoy's panic mode).
+    pub panic_threshold: f64,
+}
+
+impl Default for LoadBalancer {
+    fn default() -> Self {
+        LoadBalancer {
+            policy: defaults::LB_POLICY,
+            panic_threshold: defaults::PANIC_THRESHOLD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LbPolicy {
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// Fewest requests in flight (weighted). With `choice_count` below the number of endpoints,
+    /// that many are drawn at random and the least loaded of them wins (power of two choices
+    /// at 2). With `peak_ewma`, load is in-flight requests times a peak-sensitive moving
+    /// average of latency.
+    LeastRequest {
+        choice_count: u32,
+        peak_ewma: Option<PeakEwma>,
+    },
+    /// Consistent hashing on a ring with at least `minimum_ring_size` points.
+    RingHash {
+        minimum_ring_size: u64,
+        hash_on: Vec<HashKey>,
+    },
+    /// Consistent hashing with a Maglev lookup table of `table_size` entries (a prime).
+    Maglev {
+        table_size: u64,
+        hash_on: Vec<HashKey>,
+    },
+}
+
+impl LbPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::LeastRequest { .. } => "least_request",
+            LbPolicy::RingHash { .. } => "ring_hash",
+            LbPolicy::Maglev { .. } => "maglev",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeakEwma {
+    /// How fast the average forgets: the time constant of the exponential decay.
+    pub decay: Duration,
+    /// The latency assumed for an endpoint with no measurements yet.
+    pub default_rtt: Duration,
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        PeakEwma {
+            decay: defaults::PEAK_EWMA_DECAY,
+            default_rtt: defaults::PEAK_EWMA_DEFAULT_RTT,
+        }
+    }
+}
+
+/// One part of a consistent-hashing key. The parts present in a request are hashed together,
+/// in order; a request with none of them gets a random endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(HeaderName),
+    /// A cookie; with a `ttl`, the proxy mints one (random value) when the request has none
+    /// and sets it on the response, so a client sticks from its first request.
+    Cookie {
+        name: String,
+        ttl: Option<Duration>,
+        path: Option<String>,
+    },
+    SourceIp,
+    Path,
+    QueryParameter(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    /// Each interval is stretched or shrunk by a random share up to this (0.0..=1.0), so
+    /// proxies started together do not check in lockstep.
+    pub jitter: f64,
+    pub timeout: Duration,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that make an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// What an endpoint is before its first check.
+    pub initially_healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// `GET path` answered with a status in one of the inclusive `statuses` ranges.
+    Http {
+        path: String,
+        host: Option<String>,
+        statuses: Vec<(u16, u16)>,
+    },
+    /// A TCP connect; then, if `send` is set, those bytes are written, and if `expect` is set,
+    /// the reply must start with those bytes.
+    Tcp {
+        send: Option<Vec<u8>>,
+        expect: Option<Vec<u8>>,
+    },
+    /// `grpc.health.v1.Health/Check` for `service` ("" is the server as a whole) must say
+    /// SERVING.
+    Grpc { service: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx responses that eject an endpoint.
+    pub consecutive_5xx: u32,
+    /// Consecutive gateway failures (connect failure, reset, timeout) that eject an endpoint.
+    pub consecutive_gateway_failure: u32,
+    /// An ejection lasts this times the number of times the endpoint has been ejected...
+    pub base_ejection_time: Duration,
+    /// ...up to this.
+    pub max_ejection_time: Duration,
+    /// At most this share of a cluster's endpoints (0.0..=1.0) is ejected at once; at least one
+    /// endpoint may always be ejected.
+    pub max_ejection_percent: f64,
+    /// An ejected endpoint returns only after its time is up and an active health check has
+    /// passed (needs `health_check`).
+    pub require_health_check_to_return: bool,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: defaults::CONSECUTIVE_5XX,
+            consecutive_gateway_failure: defaults::CONSECUTIVE_GATEWAY_FAILURE,
+            base_ejection_time: defaults::BASE_EJECTION_TIME,
+            max_ejection_time: defaults::MAX_EJECTION_TIME,
+            max_ejection_percent: defaults::MAX_EJECTION_PERCENT,
+            require_health_check_to_return: defaults::REQUIRE_HEALTH_CHECK_TO_RETURN,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

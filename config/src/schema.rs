@@ -10,7 +10,7 @@ use crate::defaults::{self, ranges};
 use crate::emit;
 use crate::model;
 use crate::raw;
-use crate::units::format_duration;
+use crate::units::{format_duration, format_percent};
 
 pub(crate) fn schema() -> Value {
     // Draft 7: the newest draft that every YAML editor plugin understands fully.
@@ -91,11 +91,111 @@ fn defaults() -> Vec<(&'static str, String, Value)> {
         ),
         ("Endpoint", "weight".into(), json!(defaults::WEIGHT)),
     ]);
+    out.extend(cluster_defaults());
+    out
+}
+
+/// Defaults of `load_balancer`, `health_check` and `outlier_detection`.
+fn cluster_defaults() -> Vec<(&'static str, String, Value)> {
+    let mut out = Vec::new();
+    let sections = [
+        (
+            "LoadBalancer",
+            to_json(emit::load_balancer(&model::LoadBalancer::default())),
+        ),
+        (
+            "OutlierDetection",
+            to_json(emit::outlier_detection(Some(
+                &model::OutlierDetection::default(),
+            ))),
+        ),
+    ];
+    for (definition, value) in sections {
+        if let Value::Object(fields) = value {
+            out.extend(fields.into_iter().map(|(k, v)| (definition, k, v)));
+        }
+    }
+    let duration = |d| json!(format_duration(d));
+    let percent = |p| json!(format_percent(p));
+    let statuses = emit::http_health_check("/", None, defaults::EXPECTED_STATUSES);
+    out.extend([
+        (
+            "OutlierDetection",
+            "enabled".into(),
+            json!(defaults::OUTLIER_DETECTION_ENABLED),
+        ),
+        (
+            "LoadBalancer",
+            "choice_count".into(),
+            json!(defaults::CHOICE_COUNT),
+        ),
+        ("LoadBalancer", "peak_ewma".into(), json!(false)),
+        (
+            "LoadBalancer",
+            "minimum_ring_size".into(),
+            json!(defaults::MINIMUM_RING_SIZE),
+        ),
+        (
+            "LoadBalancer",
+            "table_size".into(),
+            json!(defaults::MAGLEV_TABLE_SIZE),
+        ),
+        (
+            "PeakEwma",
+            "decay".into(),
+            duration(defaults::PEAK_EWMA_DECAY),
+        ),
+        (
+            "PeakEwma",
+            "default_rtt".into(),
+            duration(defaults::PEAK_EWMA_DEFAULT_RTT),
+        ),
+        (
+            "HealthCheck",
+            "interval".into(),
+            duration(defaults::HEALTH_CHECK_INTERVAL),
+        ),
+        (
+            "HealthCheck",
+            "jitter".into(),
+            percent(defaults::HEALTH_CHECK_JITTER),
+        ),
+        (
+            "HealthCheck",
+            "timeout".into(),
+            duration(defaults::HEALTH_CHECK_TIMEOUT),
+        ),
+        (
+            "HealthCheck",
+            "unhealthy_threshold".into(),
+            json!(defaults::UNHEALTHY_THRESHOLD),
+        ),
+        (
+            "HealthCheck",
+            "healthy_threshold".into(),
+            json!(defaults::HEALTHY_THRESHOLD),
+        ),
+        (
+            "HealthCheck",
+            "initial_state".into(),
+            json!(if defaults::INITIALLY_HEALTHY {
+                "healthy"
+            } else {
+                "unhealthy"
+            }),
+        ),
+        (
+            "HttpHealthCheck",
+            "expected_statuses".into(),
+            to_json(statuses.expected_statuses),
+        ),
+        ("GrpcHealthCheck", "service".into(), json!("")),
+    ]);
     out
 }
 
 /// Plain integer fields whose range the schema can state (sizes and durations are strings).
-fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 3] {
+fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 10] {
     [
         ("Runtime", "workers", range(ranges::WORKERS)),
         (
@@ -107,6 +207,38 @@ fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 3] {
             "Limits",
             "max_concurrent_streams",
             range(ranges::MAX_CONCURRENT_STREAMS),
+        ),
+        ("LoadBalancer", "choice_count", range(ranges::CHOICE_COUNT)),
+        (
+            "LoadBalancer",
+            "minimum_ring_size",
+            range(ranges::MINIMUM_RING_SIZE),
+        ),
+        // Only the bounds: that the size must be prime is beyond JSON Schema.
+        (
+            "LoadBalancer",
+            "table_size",
+            range(ranges::MAGLEV_TABLE_SIZE),
+        ),
+        (
+            "HealthCheck",
+            "unhealthy_threshold",
+            range(ranges::HEALTH_THRESHOLD),
+        ),
+        (
+            "HealthCheck",
+            "healthy_threshold",
+            range(ranges::HEALTH_THRESHOLD),
+        ),
+        (
+            "OutlierDetection",
+            "consecutive_5xx",
+            range(ranges::CONSECUTIVE_FAILURES),
+        ),
+        (
+            "OutlierDetection",
+            "consecutive_gateway_failure",
+            range(ranges::CONSECUTIVE_FAILURES),
         ),
     ]
 }

@@ -1,5 +1,5 @@
-//! Durations (`250ms`, `1.5s`, `1m30s`) and byte sizes (`60KiB`, `10MB`, `1024`) as people
-//! write them in config files.
+//! Durations (`250ms`, `1.5s`, `1m30s`), byte sizes (`60KiB`, `10MB`, `1024`) and percentages
+//! (`50%`, `12.5%`) as people write them in config files.
 //!
 //! Parsing uses integer arithmetic only, never floating point, so a value read and formatted
 //! back is identical and `1.1s` is exactly 1100 ms. The proxy reuses these for its flags.
@@ -64,6 +64,25 @@ pub enum SizeError {
     #[error("'{0}' is too large")]
     TooLarge(String),
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PercentError {
+    #[error("empty percentage; write a number and '%', e.g. '10%'")]
+    Empty,
+    /// `0.5` could be half or half a percent; only the `%` says which.
+    #[error("'{0}' has no '%'; write a percentage, e.g. '10%'")]
+    NoSign(String),
+    #[error("'{0}' is not a percentage; write e.g. '10%' or '12.5%'")]
+    Invalid(String),
+    #[error("'{0}' is finer than 0.001%")]
+    TooPrecise(String),
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
+/// Percentages are kept to a thousandth of a percent: exact in decimal, and far finer than any
+/// share of endpoints or of a health-check interval needs.
+const PERCENT_SCALE: u128 = 1_000;
 
 /// A decimal number split into its integer digits and fraction digits, read exactly.
 struct Decimal<'a> {
@@ -243,6 +262,46 @@ pub fn format_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
 
+/// Parses `50%`, `12.5%`, `0%`, `100 %` into a share of one (`0.5`, `0.125`...). A bare number
+/// is refused: `0.5` could mean half or half a percent.
+pub fn parse_percent(text: &str) -> Result<f64, PercentError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(PercentError::Empty);
+    }
+    let Some(number) = t.strip_suffix('%').map(str::trim_end) else {
+        return match split_number(t) {
+            Some((_, "")) => Err(PercentError::NoSign(t.to_owned())),
+            _ => Err(PercentError::Invalid(t.to_owned())),
+        };
+    };
+    let Some((decimal, "")) = split_number(number) else {
+        return Err(PercentError::Invalid(t.to_owned()));
+    };
+    let thousandths = decimal
+        .times(PERCENT_SCALE)
+        .map_err(|()| PercentError::TooLarge(t.to_owned()))?
+        .ok_or_else(|| PercentError::TooPrecise(t.to_owned()))?;
+    // Anything this large is out of every range anyway; the bound keeps the f64 exact.
+    if thousandths > u128::from(u32::MAX) {
+        return Err(PercentError::TooLarge(t.to_owned()));
+    }
+    Ok(thousandths as f64 / (100 * PERCENT_SCALE) as f64)
+}
+
+/// Formats a share of one as a percentage that [`parse_percent`] reads back to the same value:
+/// `0.5` is `50%`, `0.125` is `12.5%`. Shares finer than 0.001% are rounded to it.
+pub fn format_percent(share: f64) -> String {
+    let thousandths = (share * (100 * PERCENT_SCALE) as f64).round().max(0.0) as u128;
+    let (whole, frac) = (thousandths / PERCENT_SCALE, thousandths % PERCENT_SCALE);
+    if frac == 0 {
+        format!("{whole}%")
+    } else {
+        let frac = format!("{frac:03}");
+        format!("{whole}.{}%", frac.trim_end_matches('0'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +463,63 @@ mod tests {
         for n in [0, 1, 1023, 1024, 1000, 61_440, 1_572_864, u64::MAX] {
             assert_eq!(parse_size(&format_size(n)), Ok(n));
         }
+    }
+
+    #[test]
+    fn parses_percentages() {
+        assert_eq!(parse_percent("50%"), Ok(0.5));
+        assert_eq!(parse_percent("0%"), Ok(0.0));
+        assert_eq!(parse_percent("100%"), Ok(1.0));
+        assert_eq!(parse_percent("12.5%"), Ok(0.125));
+        assert_eq!(parse_percent(" 10 % "), Ok(0.1));
+        assert_eq!(parse_percent(".5%"), Ok(0.005));
+        assert_eq!(parse_percent("150%"), Ok(1.5));
+    }
+
+    #[test]
+    fn refuses_bad_percentages() {
+        assert_eq!(parse_percent(""), Err(PercentError::Empty));
+        assert_eq!(
+            parse_percent("50").unwrap_err().to_string(),
+            "'50' has no '%'; write a percentage, e.g. '10%'"
+        );
+        assert_eq!(
+            parse_percent("0.5"),
+            Err(PercentError::NoSign("0.5".into()))
+        );
+        assert_eq!(
+            parse_percent("-5%"),
+            Err(PercentError::Invalid("-5%".into()))
+        );
+        assert_eq!(
+            parse_percent("half"),
+            Err(PercentError::Invalid("half".into()))
+        );
+        assert_eq!(parse_percent("%"), Err(PercentError::Invalid("%".into())));
+        assert_eq!(
+            parse_percent("5%%"),
+            Err(PercentError::Invalid("5%%".into()))
+        );
+        assert_eq!(
+            parse_percent("0.0001%"),
+            Err(PercentError::TooPrecise("0.0001%".into()))
+        );
+        assert!(matches!(
+            parse_percent("99999999999999999999999%"),
+            Err(PercentError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn percentages_round_trip() {
+        for text in [
+            "0%", "10%", "50%", "100%", "12.5%", "0.001%", "33.333%", "99.99%",
+        ] {
+            let share = parse_percent(text).unwrap();
+            assert_eq!(format_percent(share), text);
+            assert_eq!(parse_percent(&format_percent(share)), Ok(share));
+        }
+        assert_eq!(format_percent(0.1), "10%");
+        assert_eq!(format_percent(0.145), "14.5%");
     }
 }

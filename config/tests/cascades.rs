@@ -122,3 +122,45 @@ clusters: [{name: api}]
         ]
     );
 }
+
+#[test]
+fn a_bad_lb_policy_does_not_also_demand_or_refuse_settings() {
+    // Which settings belong depends on the policy, which is unknown; their values are still
+    // checked.
+    let yaml = format!(
+        "{BASE}    load_balancer: {{policy: random, choice_count: 0, hash_on: [{{path: true}}]}}\n"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:7:29: clusters[0].load_balancer.policy: unknown value 'random', expected one of: round_robin, least_request, ring_hash, maglev",
+            "t.yaml:7:51: clusters[0].load_balancer.choice_count: 0 is out of range; expected 2 to 100",
+        ]
+    );
+}
+
+#[test]
+fn a_misspelled_hash_on_is_not_also_missing() {
+    let yaml =
+        format!("{BASE}    load_balancer: {{policy: ring_hash, hashon: [{{path: true}}]}}\n");
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:7:40: clusters[0].load_balancer.hashon: unknown field 'hashon', expected one of: policy, choice_count, peak_ewma, minimum_ring_size, table_size, hash_on, panic_threshold (did you mean 'hash_on'?)"
+        ]
+    );
+}
+
+#[test]
+fn a_broken_health_check_is_still_a_health_check() {
+    // require_health_check_to_return needs a health_check; a broken one is reported alone.
+    let yaml = format!(
+        "{BASE}    health_check: {{http: {{pth: /healthz}}}}\n    outlier_detection: {{require_health_check_to_return: true}}\n"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "t.yaml:7:27: clusters[0].health_check.http.pth: unknown field 'pth', expected one of: path, host, expected_statuses (did you mean 'path'?)"
+        ]
+    );
+}

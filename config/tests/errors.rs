@@ -91,7 +91,7 @@ fn diagnostics_are_sorted_by_position_not_by_kind() {
         errors(&yaml),
         [
             "t.yaml:4:18: listeners[0].routes[0].cluster: no cluster named 'nope' (clusters: api)",
-            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints",
+            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection",
         ]
     );
 }
@@ -121,8 +121,8 @@ fn unknown_field_with_and_without_suggestion() {
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints (did you mean 'protocol'?)",
-            "t.yaml:8:5: clusters[0].tls: unknown field 'tls', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints",
+            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection (did you mean 'protocol'?)",
+            "t.yaml:8:5: clusters[0].tls: unknown field 'tls', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection",
         ]
     );
 }

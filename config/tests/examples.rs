@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use remora_config::model::{Limits, ListenerKind};
+use remora_config::model::{
+    HashKey, HealthCheckKind, LbPolicy, Limits, ListenerKind, LoadBalancer, OutlierDetection,
+};
 use remora_config::{load_file, load_str, to_yaml};
 
 fn examples() -> Vec<PathBuf> {
@@ -22,7 +24,7 @@ fn every_example_is_valid() {
     let files = examples();
     assert!(
         files.len() >= 10,
-        "expected the ten feature examples, found {files:?}"
+        "expected the feature examples, found {files:?}"
     );
     let mut failures = Vec::new();
     for file in &files {
@@ -71,6 +73,9 @@ fn every_feature_has_an_example() {
         "access-log.yaml",
         "sidecar.yaml",
         "protocol-detection.yaml",
+        "load-balancing.yaml",
+        "health-checks.yaml",
+        "outlier-detection.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -125,4 +130,95 @@ fn protocol_detection_example_is_auto_with_a_fallback() {
     };
     assert!(!routes.is_empty());
     assert_eq!(cluster.as_deref(), Some("opaque"));
+}
+
+fn example(name: &str) -> remora_config::model::Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    load_file(&path).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// load-balancing.yaml shows every policy, the first with the defaults written out, and
+/// every kind of hash key.
+#[test]
+fn load_balancing_example_shows_every_policy() {
+    let config = example("load-balancing.yaml");
+    let policies: Vec<&str> = config
+        .clusters
+        .iter()
+        .map(|c| c.load_balancer.policy.as_str())
+        .collect();
+    assert_eq!(
+        policies,
+        ["round_robin", "least_request", "ring_hash", "maglev"]
+    );
+    assert_eq!(config.clusters[0].load_balancer, LoadBalancer::default());
+    let mut kinds = Vec::new();
+    for cluster in &config.clusters {
+        if let LbPolicy::RingHash { hash_on, .. } | LbPolicy::Maglev { hash_on, .. } =
+            &cluster.load_balancer.policy
+        {
+            kinds.extend(hash_on.iter().map(|key| match key {
+                HashKey::Header(_) => "header",
+                HashKey::Cookie { ttl: Some(_), .. } => "minted cookie",
+                HashKey::Cookie { .. } => "cookie",
+                HashKey::SourceIp => "source_ip",
+                HashKey::Path => "path",
+                HashKey::QueryParameter(_) => "query_parameter",
+            }));
+        }
+    }
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "header",
+            "minted cookie",
+            "path",
+            "query_parameter",
+            "source_ip"
+        ]
+    );
+}
+
+/// health-checks.yaml shows one check of each kind.
+#[test]
+fn health_checks_example_shows_every_kind() {
+    let config = example("health-checks.yaml");
+    let kinds: Vec<&str> = config
+        .clusters
+        .iter()
+        .map(|c| {
+            match &c
+                .health_check
+                .as_ref()
+                .expect("every cluster is checked")
+                .kind
+            {
+                HealthCheckKind::Http { .. } => "http",
+                HealthCheckKind::Tcp { .. } => "tcp",
+                HealthCheckKind::Grpc { .. } => "grpc",
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["http", "tcp", "grpc"]);
+}
+
+/// outlier-detection.yaml says its first cluster spells out the defaults, and turns detection
+/// off for its last.
+#[test]
+fn outlier_detection_example_shows_the_defaults() {
+    let config = example("outlier-detection.yaml");
+    assert_eq!(
+        config.clusters[0].outlier_detection,
+        Some(OutlierDetection::default())
+    );
+    let payments = config.cluster("payments").unwrap();
+    assert!(
+        payments
+            .outlier_detection
+            .is_some_and(|o| o.require_health_check_to_return)
+    );
+    assert_eq!(config.cluster("legacy").unwrap().outlier_detection, None);
 }

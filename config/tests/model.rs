@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use remora_config::model::{
-    Direction, HeaderValueMatch, HostMatch, ListenerKind, LogTarget, PathMatch, Route,
-    UpstreamProtocol,
+    Direction, HeaderValueMatch, HostMatch, ListenerKind, LoadBalancer, LogTarget,
+    OutlierDetection, PathMatch, Route, UpstreamProtocol,
 };
 use remora_config::{defaults, load_str, schema, to_yaml};
 
@@ -55,6 +55,9 @@ fn defaults_fill_every_left_out_field() {
     assert_eq!(cluster.connect_timeout, defaults::CONNECT_TIMEOUT);
     assert_eq!(cluster.idle_timeout, defaults::UPSTREAM_IDLE_TIMEOUT);
     assert_eq!(cluster.endpoints[0].weight, defaults::WEIGHT);
+    assert_eq!(cluster.load_balancer, LoadBalancer::default());
+    assert_eq!(cluster.health_check, None);
+    assert_eq!(cluster.outlier_detection, Some(OutlierDetection::default()));
 }
 
 #[test]
@@ -214,6 +217,14 @@ fn to_yaml_writes_every_default_and_round_trips() {
         "protocol: http1",
         "connect_timeout: 1s",
         "idle_timeout: 1m",
+        "policy: round_robin",
+        "panic_threshold: 50%",
+        "consecutive_5xx: 5",
+        "consecutive_gateway_failure: 5",
+        "base_ejection_time: 30s",
+        "max_ejection_time: 5m",
+        "max_ejection_percent: 10%",
+        "require_health_check_to_return: false",
     ] {
         assert!(
             yaml.contains(expected),

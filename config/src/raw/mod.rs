@@ -9,18 +9,25 @@
 //! not written here either: they live in [`crate::defaults`], and the schema gets them from
 //! there.
 
+mod balance;
+mod health;
 mod item;
 mod values;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use balance::{HashCookie, HashKey, LbPolicy, LoadBalancer, PeakEwma};
+pub use health::{
+    GrpcHealthCheck, HealthCheck, HttpHealthCheck, InitialState, OutlierDetection, TcpHealthCheck,
+};
 pub(crate) use item::ITEM_MARKER;
 pub use item::{Item, Pos};
-pub(crate) use values::ONE_OR_MANY_MARKER;
 pub use values::{
-    ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, SizeLimit,
+    ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, Percent, SizeLimit,
+    StatusRange, Toggle,
 };
+pub(crate) use values::{ONE_OR_MANY_MARKER, TOGGLE_MARKER};
 
 /// An optional field: absent, or an [`Item`] (which may itself be invalid).
 pub type Field<T> = Option<Item<T>>;
@@ -307,6 +314,16 @@ pub struct Cluster {
     /// The endpoints. May be empty: requests then get 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<List<Endpoint>>,
+    /// How requests are spread over the endpoints. Left out: `round_robin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Field<LoadBalancer>,
+    /// Probe the endpoints and send requests only to those that pass. Left out, every
+    /// endpoint counts as healthy unless outlier detection ejects it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Field<HealthCheck>,
+    /// Take endpoints that fail real requests out of service for a while. On by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Field<OutlierDetection>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -339,7 +356,9 @@ mod tests {
         let json = r#"{
             "listeners": [{"address": "127.0.0.1:1", "routes": [{"cluster": "a",
                 "response_headers": {"add": {"x": ["1", "2"]}}}]}],
-            "clusters": [{"name": "a", "connect_timeout": "1s"}]
+            "clusters": [{"name": "a", "connect_timeout": "1s"},
+                {"name": "b", "load_balancer": {"policy": "least_request", "peak_ewma": true}},
+                {"name": "c", "load_balancer": {"peak_ewma": {"decay": "5s"}}}]
         }"#;
         let config: Config = serde_json::from_str(json).unwrap();
         let listeners = config.listeners.unwrap();
@@ -353,5 +372,17 @@ mod tests {
         let cluster = clusters.get().unwrap()[0].get().unwrap();
         let timeout = cluster.connect_timeout.as_ref().unwrap().get().unwrap();
         assert_eq!(timeout.0, std::time::Duration::from_secs(1));
+        // On/off-or-settings switches read either way.
+        let peak_ewma = |i: usize| {
+            let cluster = clusters.get().unwrap()[i].get().unwrap();
+            let lb = cluster.load_balancer.as_ref().unwrap().get().unwrap();
+            lb.peak_ewma.as_ref().unwrap().get().unwrap().clone()
+        };
+        assert_eq!(peak_ewma(1), Toggle::Flag(true));
+        let Toggle::Settings(settings) = peak_ewma(2) else {
+            panic!("settings expected")
+        };
+        let decay = settings.decay.as_ref().unwrap().get().unwrap();
+        assert_eq!(decay.0, std::time::Duration::from_secs(5));
     }
 }

@@ -1,4 +1,5 @@
-//! Raw value types that parse themselves: durations, sizes, header maps.
+//! Raw value types that parse themselves: durations, sizes, percentages, status ranges,
+//! on/off-or-settings switches, header maps.
 //!
 //! Their checks need no context, so they happen while deserializing and are reported at the
 //! value. Range checks depend on the field and happen in `validate`.
@@ -14,7 +15,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::Item;
-use crate::units::{self, DurationError};
+use crate::units::{self, DurationError, PercentError};
 
 const NUMBER: &str = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)";
 const DURATION_UNIT: &str = "(h|ms|m|s|us|µs|ns)";
@@ -28,6 +29,12 @@ fn duration_pattern() -> String {
 fn size_pattern() -> String {
     format!(r"^\s*{NUMBER}\s*{SIZE_UNIT}?\s*$")
 }
+
+fn percent_pattern() -> String {
+    format!(r"^\s*{NUMBER}\s*%\s*$")
+}
+
+const STATUS_RANGE_PATTERN: &str = r"^\s*[0-9]+\s*(-\s*[0-9]+\s*)?$";
 
 /// A duration written with a unit: `250ms`, `1.5s`, `2m`, `1h`, `1m30s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +188,205 @@ impl JsonSchema for SizeLimit {
     }
 }
 
+/// A share written as a percentage: `50%`, `12.5%`. Holds the share of one (`0.5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percent(pub f64);
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&units::format_percent(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Percent;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage such as '10%'")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
+                units::parse_percent(v).map(Percent).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
+                Err(E::custom(PercentError::NoSign(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for Percent {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Percent".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": percent_pattern(),
+            "examples": ["10%", "50%", "12.5%"],
+        })
+    }
+}
+
+/// HTTP status codes: one (`404`) or an inclusive range (`"200-299"`). Only the syntax is
+/// checked here; that the codes exist and the range is in order is checked in `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl Serialize for StatusRange {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.first == self.last {
+            serializer.serialize_u32(self.first)
+        } else {
+            serializer.serialize_str(&format!("{}-{}", self.first, self.last))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StatusRange;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as 200, or a range such as '200-299'")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusRange, E> {
+                let code = |s: &str| s.trim().parse::<u32>().ok();
+                let parsed = match v.split_once('-') {
+                    None => code(v).map(|c| (c, c)),
+                    Some((first, last)) => code(first).zip(code(last)),
+                };
+                parsed
+                    .map(|(first, last)| StatusRange { first, last })
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "'{v}' is not a status or a range of statuses; write e.g. 200 or \
+                             '200-299'"
+                        ))
+                    })
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusRange, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for StatusRange {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "StatusRange".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 100,
+            "maximum": 599,
+            "pattern": STATUS_RANGE_PATTERN,
+            "examples": [200, "200-299"],
+        })
+    }
+}
+
+/// Name of the private newtype struct through which [`Toggle`] asks the config deserializer
+/// for either a boolean or the settings.
+pub(crate) const TOGGLE_MARKER: &str = "$remora::private::Toggle";
+
+/// A feature switched with `true` / `false`, or switched on with settings:
+/// `peak_ewma: true`, `peak_ewma: { decay: 5s }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Toggle<T> {
+    Flag(bool),
+    Settings(T),
+}
+
+impl<T: Serialize> Serialize for Toggle<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Toggle::Flag(on) => serializer.serialize_bool(*on),
+            Toggle::Settings(settings) => settings.serialize(serializer),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Toggle<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Toggle<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a mapping of settings")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Toggle<T>, E> {
+                Ok(Toggle::Flag(v))
+            }
+
+            /// The config deserializer: a one-element sequence holding the settings, so that
+            /// they are read with positions and the usual unknown-field reports.
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Toggle<T>, A::Error> {
+                let settings = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("settings expected"))?;
+                Ok(Toggle::Settings(settings))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Toggle<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Toggle::Settings)
+            }
+
+            /// Any other deserializer (JSON in tests, say): a boolean or a mapping.
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Toggle<T>, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+        deserializer.deserialize_newtype_struct(TOGGLE_MARKER, V(PhantomData))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Toggle<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Toggle_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let settings = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [{ "type": "boolean" }, settings],
+        })
+    }
+}
+
 /// Name of the private newtype struct through which [`OneOrMany`] asks the config
 /// deserializer to read a lone value as a list of one.
 pub(crate) const ONE_OR_MANY_MARKER: &str = "$remora::private::OneOrMany";
@@ -326,6 +532,21 @@ mod tests {
         }
         for bad in ["10kbit", "", "KiB", "-1"] {
             assert!(!size.is_match(bad), "{bad}");
+        }
+        let percent = regex::Regex::new(&percent_pattern()).unwrap();
+        for ok in ["10%", "12.5%", "0%", "100 %", ".5%"] {
+            assert!(percent.is_match(ok), "{ok}");
+            assert!(units::parse_percent(ok).is_ok(), "{ok}");
+        }
+        for bad in ["10", "0.5", "%", "-1%", "10%%"] {
+            assert!(!percent.is_match(bad), "{bad}");
+        }
+        let status = regex::Regex::new(STATUS_RANGE_PATTERN).unwrap();
+        for ok in ["200", "200-299", "200 - 299"] {
+            assert!(status.is_match(ok), "{ok}");
+        }
+        for bad in ["2xx", "200-", "-299", ""] {
+            assert!(!status.is_match(bad), "{bad}");
         }
     }
 }

@@ -1,6 +1,9 @@
-//! `clusters:` and their endpoints.
+//! `clusters:` and their endpoints; load balancing, health checks and outlier detection have
+//! rooms of their own.
 
-use super::{Cx, Names, addr, check_weights, elements, join, name_text, value};
+use super::{
+    Cx, Names, addr, balance, check_weights, elements, health, join, name_text, outlier, value,
+};
 use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, Pos};
@@ -52,12 +55,24 @@ fn cluster(
         defaults::UPSTREAM_IDLE_TIMEOUT,
     );
     let endpoints = endpoints(cx, raw.endpoints.as_ref(), &join(path, "endpoints"));
+    let load_balancer =
+        balance::load_balancer(cx, &raw.load_balancer, &join(path, "load_balancer"));
+    let health_check = health::health_check(cx, &raw.health_check, &join(path, "health_check"));
+    let outlier_detection = outlier::outlier_detection(
+        cx,
+        &raw.outlier_detection,
+        raw.health_check.is_some(),
+        &join(path, "outlier_detection"),
+    );
     Some(model::Cluster {
         name: name?,
         protocol,
         connect_timeout,
         idle_timeout,
         endpoints: endpoints?,
+        load_balancer: load_balancer?,
+        health_check: health_check?,
+        outlier_detection: outlier_detection?,
     })
 }
 

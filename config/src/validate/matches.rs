@@ -3,9 +3,9 @@
 use http::Method;
 use regex::Regex;
 
-use super::{Cx, elements, headers, join};
+use super::{Cx, elements, headers, join, one_of};
 use crate::model::{self, HeaderValueMatch, HostMatch, PathMatch};
-use crate::raw::{self, Field, Item, Pos};
+use crate::raw::{self, Item, Pos};
 
 pub(super) fn route_match(cx: &Cx, raw: &raw::RouteMatch, path: &str) -> Option<model::RouteMatch> {
     let hosts = match &raw.hosts {
@@ -124,36 +124,6 @@ fn port_message(text: &str) -> String {
         "'{text}' has a port; host patterns match the host name only (the request's port is \
          ignored), so remove the port"
     )
-}
-
-/// The one condition given among `choices`, or a report that there are none or several.
-fn one_of<'f, T>(
-    cx: &Cx,
-    choices: &[(&'static str, &'f Field<T>)],
-    pos: Pos,
-    path: &str,
-    names: &str,
-) -> Option<(&'static str, &'f Item<T>)> {
-    let given: Vec<(&'static str, &Item<T>)> = choices
-        .iter()
-        .filter_map(|(name, field)| field.as_ref().map(|item| (*name, item)))
-        .collect();
-    match given.as_slice() {
-        [one] => Some(*one),
-        [] => {
-            cx.report(pos, path, format!("set one of {names}"));
-            None
-        }
-        several => {
-            let (name, item) = several.iter().max_by_key(|(_, item)| item.pos)?;
-            cx.report(
-                item.pos,
-                &join(path, name),
-                format!("set only one of {names}"),
-            );
-            None
-        }
-    }
 }
 
 fn path_match(cx: &Cx, raw: &raw::PathMatch, pos: Pos, path: &str) -> Option<PathMatch> {

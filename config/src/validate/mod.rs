@@ -6,10 +6,13 @@
 //! are skipped here without a word, which is what keeps one typo from causing a cascade.
 
 mod addr;
+mod balance;
 mod clusters;
 mod headers;
+mod health;
 mod listeners;
 mod matches;
+mod outlier;
 mod routes;
 
 use std::path::PathBuf;
@@ -19,8 +22,8 @@ use crate::defaults::{self, ranges};
 use crate::diag::{Collector, did_you_mean, list};
 use crate::model;
 use crate::node::Node;
-use crate::raw::{self, ByteSize, DurationValue, Field, Item, Pos, SizeLimit};
-use crate::units::{format_duration, format_size};
+use crate::raw::{self, ByteSize, DurationValue, Field, Item, Percent, Pos, SizeLimit};
+use crate::units::{format_duration, format_percent, format_size};
 
 /// Checks `raw` and builds the model from it; the caller discards the model if anything was
 /// reported.
@@ -165,6 +168,68 @@ impl<'a> Cx<'a> {
         }
         *n
     }
+
+    /// A share written as a percentage, from 0% to 100%.
+    fn percent(&self, field: &Field<Percent>, path: &str, default: f64) -> f64 {
+        let Some((Percent(share), pos)) = value(field) else {
+            return default;
+        };
+        let (min, max) = ranges::PERCENT;
+        if *share < min || *share > max {
+            let msg = format!(
+                "{} is out of range; expected {} to {}",
+                format_percent(*share),
+                format_percent(min),
+                format_percent(max)
+            );
+            self.report(pos, path, msg);
+        }
+        *share
+    }
+}
+
+/// The one choice given among `choices`, or a report that there are none or several.
+fn one_of<'f, T>(
+    cx: &Cx,
+    choices: &[(&'static str, &'f Field<T>)],
+    pos: Pos,
+    path: &str,
+    names: &str,
+) -> Option<(&'static str, &'f Item<T>)> {
+    let given: Vec<(&'static str, Pos)> = choices
+        .iter()
+        .filter_map(|(name, field)| field.as_ref().map(|item| (*name, item.pos)))
+        .collect();
+    let name = only_one(cx, &given, pos, path, names)?;
+    choices
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, field)| field.as_ref())
+        .map(|item| (name, item))
+}
+
+/// The one choice given, by name, among fields of different types (`given` holds the name and
+/// position of each field that is present), or a report that there are none or several. The
+/// later of several is the one reported: the earlier was most likely written first on purpose.
+fn only_one(
+    cx: &Cx,
+    given: &[(&'static str, Pos)],
+    pos: Pos,
+    path: &str,
+    names: &str,
+) -> Option<&'static str> {
+    match given {
+        [(one, _)] => Some(one),
+        [] => {
+            cx.report(pos, path, format!("set one of {names}"));
+            None
+        }
+        several => {
+            let (name, at) = several.iter().max_by_key(|(_, at)| *at)?;
+            cx.report(*at, &join(path, name), format!("set only one of {names}"));
+            None
+        }
+    }
 }
 
 /// The field's value and position, if it is present and valid.
@@ -172,6 +237,11 @@ fn value<T>(field: &Field<T>) -> Option<(&T, Pos)> {
     field
         .as_ref()
         .and_then(|item| item.get().map(|v| (v, item.pos)))
+}
+
+/// Where the field was written, if it was.
+fn pos_of<T>(field: &Field<T>) -> Option<Pos> {
+    field.as_ref().map(|item| item.pos)
 }
 
 /// `listeners[0]` + `address` = `listeners[0].address`.
