@@ -91,36 +91,49 @@ pub fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
 
 fn clusters(shared: &Shared) -> String {
     let snapshot = shared.snapshot.load();
-    let clusters: Vec<_> = snapshot
-        .clusters
-        .iter()
-        .map(|c| {
-            let endpoints: Vec<_> = c
-                .endpoints
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    json!({
-                        "address": e.address.to_string(),
-                        "weight": e.weight,
-                        // No health checking yet: every endpoint in the config is served.
-                        "state": if e.weight > 0 { "healthy" } else { "drained" },
-                        "idle_connections": c.idle_connections(i),
-                    })
-                })
-                .collect();
-            json!({
-                "name": c.name,
-                "protocol": c.protocol.as_str(),
-                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                "endpoints": endpoints,
-            })
-        })
-        .collect();
+    let now = tokio::time::Instant::now();
+    let clusters: Vec<_> = snapshot.clusters.iter().map(|c| cluster(c, now)).collect();
     let mut out = serde_json::to_string_pretty(&json!({ "clusters": clusters }))
         .expect("JSON values serialize");
     out.push('\n');
     out
+}
+
+/// One cluster for `/clusters`: policy, and per endpoint its weight, load, latency estimate,
+/// health and ejection state, and share of the picks over the last minute.
+fn cluster(c: &crate::upstream::ClusterRt, now: tokio::time::Instant) -> serde_json::Value {
+    let states = c.health.snapshot(now);
+    let picks: Vec<u64> = c.health.endpoints().iter().map(|e| e.picks()).collect();
+    let shares = c
+        .pick_history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .shares(&picks);
+    let endpoints: Vec<_> = c
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut ep = states[i].to_json();
+            ep["weight"] = e.weight.into();
+            if e.weight == 0 {
+                // Configured but never picked, whatever its health.
+                ep["state"] = "drained".into();
+            }
+            ep["idle_connections"] = c.idle_connections(i).into();
+            ep["ewma_latency_ms"] = c.latency_estimate(i).map(|s| s * 1000.0).into();
+            ep["picks_share_last_minute"] = shares[i].into();
+            ep
+        })
+        .collect();
+    json!({
+        "name": c.name,
+        "protocol": c.protocol.as_str(),
+        "policy": c.config.load_balancer.policy.as_str(),
+        "panic_threshold": c.config.load_balancer.panic_threshold,
+        "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+        "endpoints": endpoints,
+    })
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

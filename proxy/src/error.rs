@@ -145,6 +145,21 @@ impl ProxyError {
         )
     }
 
+    /// A failure of the upstream itself rather than an answer from it: what outlier
+    /// detection counts as a gateway failure (connect failure, reset, timeout).
+    pub fn is_gateway_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectTimeout { .. }
+                | ProxyError::ConnectFailed { .. }
+                | ProxyError::Handshake { .. }
+                | ProxyError::UpstreamReset(_)
+                | ProxyError::UpstreamTimeout(_)
+                | ProxyError::UpstreamBadResponse(_)
+                | ProxyError::UpstreamInvalid(_)
+        )
+    }
+
     /// Whether the upstream was never reached, so nothing was sent and a retry is always safe.
     /// Retries (a later issue) read this instead of matching variants.
     pub fn nothing_sent(&self) -> bool {

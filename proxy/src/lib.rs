@@ -21,6 +21,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod grpc;
 pub mod headers;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod metrics;

@@ -93,6 +93,7 @@ pub struct Metrics {
     detections: Family<DetectLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge,
+    health: HealthFamilies,
 }
 
 impl Metrics {
@@ -202,6 +203,7 @@ impl Metrics {
             last_reload_success.clone(),
         );
         last_reload_success.set(1);
+        let health = HealthFamilies::register(&mut registry);
         Arc::new(Metrics {
             registry,
             tcp_duration,
@@ -221,6 +223,7 @@ impl Metrics {
             upstream_connect_errors,
             upstream_rx,
             upstream_tx,
+            health,
         })
     }
 
@@ -379,5 +382,149 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub cluster: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckFailureLabels {
+    pub cluster: String,
+    pub endpoint: String,
+    /// One of [`crate::health::FailureReason`]'s fixed tokens.
+    pub reason: &'static str,
+}
+
+/// The per-endpoint health, ejection and balancing families (see [`crate::health`]).
+struct HealthFamilies {
+    healthy: Family<EndpointLabels, Gauge>,
+    ejected: Family<EndpointLabels, Gauge>,
+    ejections: Family<EndpointLabels, Counter>,
+    check_failures: Family<CheckFailureLabels, Counter>,
+    picks: Family<EndpointLabels, Counter>,
+    lb_panic: Family<ClusterLabels, Counter>,
+}
+
+impl HealthFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let families = HealthFamilies {
+            healthy: Family::default(),
+            ejected: Family::default(),
+            ejections: Family::default(),
+            check_failures: Family::default(),
+            picks: Family::default(),
+            lb_panic: Family::default(),
+        };
+        registry.register(
+            "endpoint_healthy",
+            "1 if the endpoint passes active health checks (or has none configured), 0 if not",
+            families.healthy.clone(),
+        );
+        registry.register(
+            "endpoint_ejected",
+            "1 while outlier detection has the endpoint ejected, 0 otherwise",
+            families.ejected.clone(),
+        );
+        registry.register(
+            "endpoint_ejections",
+            "Times outlier detection ejected the endpoint",
+            families.ejections.clone(),
+        );
+        registry.register(
+            "health_check_failures",
+            "Failed active health checks, by reason \
+             (timeout, connect, status, mismatch, closed, grpc-status, protocol)",
+            families.check_failures.clone(),
+        );
+        registry.register(
+            "endpoint_picks",
+            "Times the load balancer chose the endpoint for a request or connection",
+            families.picks.clone(),
+        );
+        registry.register(
+            "lb_panic",
+            "Picks made in panic mode: too few endpoints were healthy, so all of them were used",
+            families.lb_panic.clone(),
+        );
+        families
+    }
+}
+
+impl Metrics {
+    /// The handles one endpoint of `cluster` records into; resolved once when the cluster is
+    /// built. Health-check failure counters are left detached (see
+    /// [`Metrics::health_check_failures`]), so clusters without checks export no such series.
+    pub fn endpoint(&self, cluster: &str, endpoint: std::net::SocketAddr) -> EndpointMetrics {
+        let labels = EndpointLabels {
+            cluster: cluster.to_owned(),
+            endpoint: endpoint.to_string(),
+        };
+        let h = &self.health;
+        EndpointMetrics {
+            healthy: h.healthy.get_or_create_owned(&labels),
+            ejected: h.ejected.get_or_create_owned(&labels),
+            ejections: h.ejections.get_or_create_owned(&labels),
+            picks: h.picks.get_or_create_owned(&labels),
+            check_failures: CheckFailureCounters::default(),
+        }
+    }
+
+    /// `remora_health_check_failures_total` for one endpoint, one counter per reason.
+    pub fn health_check_failures(
+        &self,
+        cluster: &str,
+        endpoint: std::net::SocketAddr,
+    ) -> CheckFailureCounters {
+        let endpoint = endpoint.to_string();
+        CheckFailureCounters(crate::health::FailureReason::ALL.map(|reason| {
+            self.health
+                .check_failures
+                .get_or_create_owned(&CheckFailureLabels {
+                    cluster: cluster.to_owned(),
+                    endpoint: endpoint.clone(),
+                    reason: reason.as_str(),
+                })
+        }))
+    }
+
+    /// `remora_lb_panic_total` for `cluster`.
+    pub fn lb_panic(&self, cluster: &str) -> Counter {
+        self.health.lb_panic.get_or_create_owned(&ClusterLabels {
+            cluster: cluster.to_owned(),
+        })
+    }
+}
+
+/// One endpoint's health and balancing series. `Default` gives detached handles (counting, but
+/// exported nowhere), for tests and for endpoints built without a registry.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointMetrics {
+    /// `remora_endpoint_healthy`.
+    pub healthy: Gauge,
+    /// `remora_endpoint_ejected`.
+    pub ejected: Gauge,
+    /// `remora_endpoint_ejections_total`.
+    pub ejections: Counter,
+    /// `remora_endpoint_picks_total`.
+    pub picks: Counter,
+    /// `remora_health_check_failures_total{reason}`.
+    pub check_failures: CheckFailureCounters,
+}
+
+/// Health-check failure counters of one endpoint, indexed by [`crate::health::FailureReason`].
+#[derive(Clone, Debug, Default)]
+pub struct CheckFailureCounters([Counter; crate::health::FailureReason::ALL.len()]);
+
+impl CheckFailureCounters {
+    pub fn inc(&self, reason: crate::health::FailureReason) {
+        self.0[reason as usize].inc();
+    }
+
+    pub fn get(&self, reason: crate::health::FailureReason) -> u64 {
+        self.0[reason as usize].get()
     }
 }

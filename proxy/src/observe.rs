@@ -30,6 +30,9 @@ pub struct Completion {
     pub error: Option<&'static str>,
     pub upstream: Option<SocketAddr>,
     pub request_body: Option<Arc<RequestBodyStats>>,
+    /// Keeps the request counted as in flight at its endpoint (least-request balancing, the
+    /// admin page) until the exchange is over.
+    pub in_flight: Option<crate::health::InFlight>,
     /// Captured only when the access log is on.
     log: Option<LogFields>,
     /// Set once the exchange has been counted, so that dropping it does not count it again.
@@ -72,6 +75,7 @@ impl Completion {
             error: None,
             upstream: None,
             request_body: None,
+            in_flight: None,
             log,
             recorded: false,
         }

@@ -155,6 +155,12 @@ impl Proxy {
                 crate::reload::watch(path, loaded, reload_tx, self.shared.clone());
             }
             let mut signals = Signals::new(options.handle_signals);
+            // Health checks and the pick sampler run here, on the main runtime: off the
+            // workers that serve requests.
+            for cluster in &self.shared.snapshot.load().clusters {
+                cluster.start_health();
+            }
+            tokio::spawn(sample_picks(self.shared.clone()));
             self.shared.set_ready();
             tracing::info!("ready");
             loop {
@@ -238,6 +244,11 @@ impl Proxy {
             if let Err(e) = serve_listener(workers, &self.shared, &self.listeners.0[l]) {
                 tracing::error!(error = %e, "cannot serve a new listener");
             }
+        }
+        // New clusters start their checks; reused ones already run theirs. Clusters left behind
+        // stop theirs when the last request using them ends.
+        for cluster in &snapshot.clusters {
+            cluster.start_health();
         }
         self.shared.snapshot.store(Arc::new(snapshot));
         metrics.config_reload(true);
@@ -549,4 +560,26 @@ impl Signals {
 /// Resolves once the flag is true (or its sender is gone).
 pub(crate) async fn until_set(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|set| *set).await.map(|_| ());
+}
+
+/// Every ten seconds, notes each endpoint's pick count, for the admin page's share of picks over
+/// the last minute.
+async fn sample_picks(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        for cluster in &shared.snapshot.load().clusters {
+            let picks = cluster
+                .health
+                .endpoints()
+                .iter()
+                .map(|e| e.picks())
+                .collect();
+            cluster
+                .pick_history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sample(picks);
+        }
+    }
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::context::ConnCtx;
+use crate::health::Outcome;
 use crate::http::watch;
 use crate::io::CountingIo;
 use crate::metrics::OpenGuard;
-use crate::upstream::{ClusterRt, connect};
+use crate::rng::ThreadRng;
+use crate::upstream::{ClusterRt, PickInput, connect};
 
 pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>, idle: Duration) {
     let listener = ctx.listener_rt();
@@ -24,17 +26,30 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
     let _record = scopeguard(move || duration.observe(start.elapsed().as_secs_f64()));
     let _open = OpenGuard::new(&metrics.open, &metrics.total);
 
-    let ep = match cluster.pick() {
-        Ok(ep) => ep,
+    // Opaque bytes carry no headers: only a `source_ip` hash key can apply.
+    let no_headers = http::HeaderMap::new();
+    let input = PickInput {
+        headers: &no_headers,
+        uri: &http::Uri::from_static("/"),
+        client_ip: ctx.peer.ip(),
+    };
+    let picked = match cluster.pick(&input, &mut ThreadRng) {
+        Ok(picked) => picked,
         Err(e) => {
             tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
             return;
         }
     };
+    let ep = picked.index;
+    let _in_flight = picked.in_flight;
     let addr = cluster.endpoints[ep].address;
     let upstream = match connect::tcp(&cluster, addr).await {
-        Ok(s) => s,
+        Ok(s) => {
+            cluster.record(ep, Outcome::Success, None);
+            s
+        }
         Err(e) => {
+            cluster.record(ep, Outcome::GatewayFailure, None);
             tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
             return;
         }

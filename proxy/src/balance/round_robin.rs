@@ -11,11 +11,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// shares change by less than 1/MAX_SCHEDULE, far below any weight a human configures.
 const MAX_SCHEDULE: u64 = 1 << 16;
 
+/// Schedule slots walked before [`RoundRobin::pick_eligible`] asks whether any endpoint is
+/// eligible at all: a long schedule with nothing eligible then costs one pass over the
+/// endpoints, not a pass over the whole period.
+const PROBES_BEFORE_CHECK: usize = 64;
+
 #[derive(Debug)]
 pub struct RoundRobin {
     /// Endpoint indices in the order they are picked.
     schedule: Box<[u32]>,
     cursor: AtomicUsize,
+    /// The endpoints that appear in the schedule (positive weight), for the "is anything
+    /// eligible" check.
+    members: Box<[u32]>,
 }
 
 impl RoundRobin {
@@ -24,6 +32,9 @@ impl RoundRobin {
         RoundRobin {
             schedule: smooth_schedule(weights).into_boxed_slice(),
             cursor: AtomicUsize::new(0),
+            members: (0..weights.len() as u32)
+                .filter(|&i| weights[i as usize] > 0)
+                .collect(),
         }
     }
 
@@ -37,6 +48,38 @@ impl RoundRobin {
                 Some(self.schedule[n % len] as usize)
             }
         }
+    }
+
+    /// The next endpoint for which `eligible` holds, or `None` when there is none.
+    ///
+    /// Walks the schedule from the cursor, at most one period. The cursor then moves past the
+    /// slots skipped, so the eligible endpoints share an ineligible one's slots in schedule
+    /// order instead of the next one in line taking them all. Concurrent picks may interleave
+    /// their moves; the shares stay right on average and no pick is ever wrong.
+    pub fn pick_eligible(&self, mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
+        let len = self.schedule.len();
+        if len == 0 {
+            return None;
+        }
+        let start = if len == 1 {
+            0
+        } else {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        };
+        for skipped in 0..len {
+            if skipped == PROBES_BEFORE_CHECK && !self.members.iter().any(|&i| eligible(i as usize))
+            {
+                return None;
+            }
+            let i = self.schedule[start.wrapping_add(skipped) % len] as usize;
+            if eligible(i) {
+                if skipped > 0 {
+                    self.cursor.fetch_add(skipped, Ordering::Relaxed);
+                }
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -150,5 +193,122 @@ mod tests {
         let rr = RoundRobin::new(&[1, 1, 1]);
         let picks: Vec<_> = (0..6).map(|_| rr.pick().unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn ineligible_endpoints_are_skipped_and_their_slots_shared() {
+        let rr = RoundRobin::new(&[1, 1, 1]);
+        let picks: Vec<_> = (0..6)
+            .map(|_| rr.pick_eligible(|i| i != 1).unwrap())
+            .collect();
+        // Not 0, 2, 2, 0, 2, 2: the skipped slot is not all given to the endpoint after it.
+        assert_eq!(picks, vec![0, 2, 0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn weighted_shares_hold_among_the_eligible() {
+        // 5:1:1:3 with the heaviest out: the others keep their 1:1:3 ratio.
+        let rr = RoundRobin::new(&[5, 1, 1, 3]);
+        let mut counts = [0usize; 4];
+        for _ in 0..1000 {
+            counts[rr.pick_eligible(|i| i != 0).unwrap()] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        assert_eq!(counts[1], 200);
+        assert_eq!(counts[2], 200);
+        assert_eq!(counts[3], 600);
+    }
+
+    #[test]
+    fn nothing_eligible_is_none_and_cheap() {
+        // A 65,536-slot schedule: the walk gives up after PROBES_BEFORE_CHECK slots and one
+        // pass over the endpoints, not after the whole period.
+        let weights: Vec<u32> = (1..=362).collect();
+        let rr = RoundRobin::new(&weights);
+        let mut calls = 0;
+        let picked = rr.pick_eligible(|_| {
+            calls += 1;
+            false
+        });
+        assert_eq!(picked, None);
+        assert!(calls <= PROBES_BEFORE_CHECK + weights.len(), "{calls}");
+        assert_eq!(RoundRobin::new(&[]).pick_eligible(|_| true), None);
+        assert_eq!(RoundRobin::new(&[0, 0]).pick_eligible(|_| true), None);
+        // Weight 0 never comes back through eligibility either.
+        assert_eq!(RoundRobin::new(&[0, 3]).pick_eligible(|i| i == 0), None);
+    }
+
+    #[test]
+    fn a_rare_eligible_endpoint_is_still_found() {
+        let mut weights = vec![100; 50];
+        weights.push(1);
+        let rr = RoundRobin::new(&weights);
+        for _ in 0..3 {
+            assert_eq!(rr.pick_eligible(|i| i == 50), Some(50));
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed),
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Per period each endpoint is picked exactly its (gcd-reduced) weight times.
+            ///
+            /// Smoothness: in every window of consecutive picks, across the seam between
+            /// periods too, each endpoint's count is within 2 of its share of the window (the
+            /// most seen is 1.71). Runs follow: a run of L is L picks where L * w / total were
+            /// due, so `L * (total - w) / total < 2`. Within one period a run is at most one
+            /// longer than the ideal `ceil(w / (total - w))` (w picks spread around the
+            /// total - w of the others); across the seam it can be longer (`[1, 16, 1]` runs
+            /// 11 where 8 would do), which the window bound still caps.
+            #[test]
+            fn smooth_wrr_exact_shares_and_short_runs(
+                weights in proptest::collection::vec(0u32..=20, 1..=8)
+                    .prop_filter("a positive weight", |w| w.iter().any(|&x| x > 0))
+            ) {
+                let s = smooth_schedule(&weights);
+                let g = weights.iter().fold(0, |g, &w| gcd(g, w));
+                let total = weights.iter().map(|w| w / g).sum::<u32>() as usize;
+                prop_assert_eq!(s.len(), total);
+                let twice: Vec<u32> = s.iter().chain(s.iter()).copied().collect();
+                for (i, &w) in weights.iter().enumerate() {
+                    let (i, w) = (i as u32, (w / g) as usize);
+                    prop_assert_eq!(s.iter().filter(|&&x| x == i).count(), w, "endpoint {}", i);
+                    if w == 0 || w == total {
+                        continue;
+                    }
+                    let share = w as f64 / total as f64;
+                    for start in 0..total {
+                        let mut count = 0;
+                        for len in 1..=total {
+                            count += usize::from(twice[start + len - 1] == i);
+                            let off = (count as f64 - len as f64 * share).abs();
+                            prop_assert!(off < 2.0, "endpoint {} off by {} at {}+{}: {:?}", i, off, start, len, s);
+                        }
+                    }
+                    let runs = |seq: &[u32]| seq
+                        .chunk_by(|a, b| a == b)
+                        .filter(|run| run[0] == i)
+                        .map(<[u32]>::len)
+                        .max()
+                        .unwrap_or(0);
+                    let ideal = w.div_ceil(total - w);
+                    prop_assert!(runs(&s) <= ideal + 1, "endpoint {} runs {} in a period: {:?}", i, runs(&s), s);
+                    prop_assert!(runs(&twice) * (total - w) < 2 * total, "endpoint {}: {:?}", i, s);
+                }
+            }
+        }
     }
 }

@@ -29,12 +29,13 @@ use crate::context::ConnCtx;
 use crate::error::ProxyError;
 use crate::grpc::{self, DeadlineBody};
 use crate::headers;
+use crate::health::Outcome;
 use crate::observe::Completion;
 use crate::rng::ThreadRng;
 use crate::route::RequestView;
 use crate::snapshot::{ListenerRt, RouteRt};
 use crate::trace;
-use crate::upstream::pool;
+use crate::upstream::{PickInput, pool};
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
@@ -89,7 +90,7 @@ async fn forward(
     crate::framing::check_head(req.headers())?;
     crate::framing::check_target(&req)?;
 
-    let (route, backend, ep) = choose(listener, &req, done)?;
+    let (route, backend, ep, set_cookie) = choose(ctx, listener, &req, done)?;
     let cluster = &route.backends[backend].cluster;
     let addr = cluster.endpoints[ep].address;
 
@@ -149,20 +150,26 @@ async fn forward(
         Ok(Err(err)) => {
             let limit = limits.max_request_body_bytes;
             let body_err = body_stats.and_then(|s| s.error(limit, limits.request_body_timeout));
+            if body_err.is_none() && err.is_gateway_failure() {
+                cluster.record(ep, Outcome::GatewayFailure, None);
+            }
             return Err(body_err.unwrap_or(err));
         }
         // Whichever deadline was the earlier one passed.
         Err(_) => {
+            cluster.record(ep, Outcome::GatewayFailure, None);
             return Err(match call {
                 Some(c) if c.at <= route_deadline => ProxyError::DeadlineExceeded(c.timeout),
                 _ => ProxyError::UpstreamTimeout(route.timeout),
             });
         }
     };
-    cluster
-        .metrics
-        .latency
-        .observe(sent_at.elapsed().as_secs_f64());
+    let rtt = sent_at.elapsed();
+    cluster.metrics.latency.observe(rtt.as_secs_f64());
+    cluster.record(ep, Outcome::from_status(resp.status().as_u16()), Some(rtt));
+    for cookie in set_cookie {
+        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
+    }
     // We answer in the client's protocol, whatever the upstream spoke (an HTTP/1.0 upstream must
     // not turn a keep-alive HTTP/1.1 client connection into HTTP/1.0).
     *resp.version_mut() = downstream_version;
@@ -177,10 +184,11 @@ async fn forward(
 /// The route for `req`, the backend it picks and the endpoint of that backend's cluster; all
 /// noted in `done`.
 fn choose(
+    ctx: &ConnCtx,
     listener: &ListenerRt,
     req: &Request<Incoming>,
     done: &mut Completion,
-) -> Result<(Arc<RouteRt>, usize, usize), ProxyError> {
+) -> Result<(Arc<RouteRt>, usize, usize, Vec<HeaderValue>), ProxyError> {
     // A reload can turn an HTTP listener into a TCP one under an open connection: its next
     // request has no routes to go to, and the client should reconnect.
     let Some(table) = listener.kind.routes() else {
@@ -196,9 +204,15 @@ fn choose(
     let backend = route.split.pick(&mut ThreadRng);
     done.route = Some((route.clone(), backend));
     let cluster = &route.backends[backend].cluster;
-    let ep = cluster.pick()?;
-    done.upstream = Some(cluster.endpoints[ep].address);
-    Ok((route, backend, ep))
+    let input = PickInput {
+        headers: req.headers(),
+        uri: req.uri(),
+        client_ip: ctx.peer.ip(),
+    };
+    let picked = cluster.pick(&input, &mut ThreadRng)?;
+    done.upstream = Some(cluster.endpoints[picked.index].address);
+    done.in_flight = Some(picked.in_flight);
+    Ok((route, backend, picked.index, picked.set_cookie))
 }
 
 /// The request as the upstream gets it: hop-by-hop fields removed (but the upgrade asked for,

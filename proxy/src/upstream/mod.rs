@@ -4,14 +4,18 @@
 pub mod connect;
 pub mod pool;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{HeaderMap, HeaderValue, Uri};
+use rand::Rng;
 use remora_config::model::{self, UpstreamProtocol};
+use tokio::time::Instant;
 
-use crate::balance::RoundRobin;
+use crate::balance::{Balancer, EndpointView, PeakEwma, hash_key, in_panic};
 use crate::error::ProxyError;
+use crate::health::{ClusterHealth, HealthTasks, InFlight, Outcome};
 use crate::metrics::{ClusterMetrics, Metrics};
 use pool::Pool;
 
@@ -22,8 +26,16 @@ pub struct ClusterRt {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub endpoints: Box<[EndpointRt]>,
-    balancer: RoundRobin,
+    balancer: Balancer,
+    /// Endpoint health (active checks, outlier ejections) and load, read on every pick.
+    pub health: ClusterHealth,
+    /// The health checker and ejection-return tasks, started on the main runtime by
+    /// [`ClusterRt::start_health`]; they stop when the cluster is dropped.
+    health_tasks: Mutex<Option<HealthTasks>>,
     pub metrics: ClusterMetrics,
+    /// Picks per endpoint, sampled every ten seconds, for the admin page's share of the last
+    /// minute.
+    pub pick_history: Mutex<PickHistory>,
     /// What this was built from: a reload reuses the cluster (and its pools) when it is equal.
     pub config: model::Cluster,
 }
@@ -34,11 +46,78 @@ pub struct EndpointRt {
     /// One pool per worker thread: a connection's task runs on the worker that opened it, so a
     /// worker only ever reuses its own connections and never wakes another thread.
     pools: Box<[Pool]>,
+    /// The peak-EWMA latency estimate, when the policy uses it.
+    ewma: Option<Mutex<PeakEwma>>,
+}
+
+/// An endpoint chosen for a request: the index, its in-flight guard (the request counts as
+/// in flight until the guard drops) and any cookie a hashing policy minted for the response.
+pub struct Picked {
+    pub index: usize,
+    pub in_flight: InFlight,
+    pub set_cookie: Vec<HeaderValue>,
+}
+
+/// What the request brings to the pick: only read by hashing policies.
+pub struct PickInput<'a> {
+    pub headers: &'a HeaderMap,
+    pub uri: &'a Uri,
+    pub client_ip: IpAddr,
+}
+
+/// A [`ClusterRt`]'s endpoints as the balancer sees them at one instant.
+struct View<'a> {
+    cluster: &'a ClusterRt,
+    now: Instant,
+    /// Panic mode: every endpoint counts as eligible.
+    panic: bool,
+}
+
+impl EndpointView for View<'_> {
+    fn len(&self) -> usize {
+        self.cluster.endpoints.len()
+    }
+
+    fn weight(&self, i: usize) -> u32 {
+        self.cluster.endpoints[i].weight
+    }
+
+    fn eligible(&self, i: usize) -> bool {
+        self.panic || self.cluster.health.eligible(i, self.now)
+    }
+
+    fn in_flight(&self, i: usize) -> u32 {
+        self.cluster.health.endpoint(i).in_flight() as u32
+    }
+
+    fn latency(&self, i: usize) -> f64 {
+        match &self.cluster.endpoints[i].ewma {
+            // Decayed to now: an endpoint avoided after one slow response gets no samples, and
+            // must still drift back into favour.
+            Some(e) => e
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .estimate_at(self.now),
+            None => 0.0,
+        }
+    }
 }
 
 impl ClusterRt {
     pub fn new(cluster: &model::Cluster, workers: usize, metrics: &Metrics) -> Arc<Self> {
         let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
+        let keys: Vec<String> = cluster
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        let ewma = match &cluster.load_balancer.policy {
+            model::LbPolicy::LeastRequest {
+                peak_ewma: Some(p), ..
+            } => Some(*p),
+            _ => None,
+        };
+        let now = Instant::now();
         Arc::new(ClusterRt {
             name: cluster.name.clone(),
             protocol: cluster.protocol,
@@ -51,19 +130,83 @@ impl ClusterRt {
                     address: e.address,
                     weight: e.weight,
                     pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
+                    ewma: ewma.map(|p| Mutex::new(PeakEwma::from_config(&p, now))),
                 })
                 .collect(),
-            balancer: RoundRobin::new(&weights),
+            balancer: Balancer::new(&cluster.load_balancer.policy, &weights, &keys),
+            health: ClusterHealth::new(cluster, metrics),
+            health_tasks: Mutex::new(None),
             metrics: metrics.cluster(&cluster.name),
+            pick_history: Mutex::new(PickHistory::default()),
             config: cluster.clone(),
         })
     }
 
-    /// The endpoint for the next request, by weighted round-robin.
-    pub fn pick(&self) -> Result<usize, ProxyError> {
-        self.balancer
-            .pick()
-            .ok_or_else(|| ProxyError::NoEndpoint(self.name.clone()))
+    /// Starts the health checker and the ejection-return task on the current runtime (the
+    /// main one), once.
+    pub fn start_health(&self) {
+        let mut tasks = self.health_tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.is_none() {
+            *tasks = Some(self.health.spawn());
+        }
+    }
+
+    /// The endpoint for a request: by the cluster's policy, among the endpoints that are
+    /// healthy and not ejected, or among all of them when too few are (panic mode).
+    pub fn pick(&self, input: &PickInput<'_>, rng: &mut impl Rng) -> Result<Picked, ProxyError> {
+        let now = Instant::now();
+        let total = self.endpoints.len();
+        let eligible = (0..total).filter(|&i| self.health.eligible(i, now)).count();
+        let panic = in_panic(eligible, total, self.config.load_balancer.panic_threshold);
+        if panic {
+            self.health.lb_panic().inc();
+        }
+        let mut set_cookie = Vec::new();
+        let hash = if self.balancer.uses_hash() {
+            let keys = hash_key::hash_keys(&self.config.load_balancer.policy);
+            let h = hash_key::request_hash(keys, input.headers, input.uri, input.client_ip, rng);
+            set_cookie = h.set_cookie;
+            h.hash
+        } else {
+            None
+        };
+        let view = View {
+            cluster: self,
+            now,
+            panic,
+        };
+        let index = self
+            .balancer
+            .pick(&view, hash, rng)
+            .ok_or_else(|| ProxyError::NoEndpoint(self.name.clone()))?;
+        let state = self.health.endpoint(index);
+        state.record_pick();
+        Ok(Picked {
+            index,
+            in_flight: state.track(),
+            set_cookie,
+        })
+    }
+
+    /// Endpoint `ep`'s peak-EWMA latency estimate in seconds, when the policy keeps one.
+    pub fn latency_estimate(&self, ep: usize) -> Option<f64> {
+        let ewma = self.endpoints[ep].ewma.as_ref()?;
+        Some(
+            ewma.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .estimate_at(Instant::now()),
+        )
+    }
+
+    /// What became of a request to endpoint `ep`: feeds outlier detection, and the latency
+    /// estimate when the response head arrived after `rtt`.
+    pub fn record(&self, ep: usize, outcome: Outcome, rtt: Option<Duration>) {
+        if let (Some(rtt), Some(ewma)) = (rtt, &self.endpoints[ep].ewma) {
+            ewma.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .observe(rtt, Instant::now());
+        }
+        self.health.record(ep, outcome);
     }
 
     /// Closes this worker's pooled connections that have been idle past the idle timeout.
@@ -84,5 +227,58 @@ impl ClusterRt {
     /// Idle pooled connections per endpoint, summed over workers (for the admin page).
     pub fn idle_connections(&self, ep: usize) -> usize {
         self.endpoints[ep].pools.iter().map(Pool::idle_count).sum()
+    }
+}
+
+/// Pick counts per endpoint at the last few ten-second marks, for "share of picks over the last
+/// minute" without touching the request path (it only bumps a counter).
+#[derive(Debug, Default)]
+pub struct PickHistory {
+    /// Oldest first; at most [`PickHistory::SAMPLES`].
+    samples: std::collections::VecDeque<Vec<u64>>,
+}
+
+impl PickHistory {
+    /// A minute of ten-second samples, plus the one a minute ago.
+    pub const SAMPLES: usize = 7;
+
+    pub fn sample(&mut self, picks: Vec<u64>) {
+        if self.samples.len() == Self::SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(picks);
+    }
+
+    /// Each endpoint's share of the picks between the oldest sample and `now` (picks so far);
+    /// `None` when there were none.
+    pub fn shares(&self, now: &[u64]) -> Vec<Option<f64>> {
+        let base = self.samples.front();
+        let deltas: Vec<u64> = now
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| n.saturating_sub(base.and_then(|b| b.get(i)).copied().unwrap_or(0)))
+            .collect();
+        let total: u64 = deltas.iter().sum();
+        deltas
+            .iter()
+            .map(|&d| (total > 0).then(|| d as f64 / total as f64))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_shares_cover_the_last_minute_only() {
+        let mut h = PickHistory::default();
+        for t in 0..10u64 {
+            h.sample(vec![t * 10, t * 30]);
+        }
+        // The oldest sample kept is from 6 samples ago (t = 3): 30 and 90.
+        let shares = h.shares(&[100, 300]);
+        assert_eq!(shares, vec![Some(0.25), Some(0.75)]);
+        assert_eq!(PickHistory::default().shares(&[0, 0]), vec![None, None]);
     }
 }
