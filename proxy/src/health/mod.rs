@@ -40,6 +40,9 @@ pub struct ClusterHealth {
     protocol: model::UpstreamProtocol,
     /// `remora_lb_panic_total` for this cluster, for the balancer to count panic-mode picks.
     lb_panic: Counter,
+    /// Set at the first ejection. Until then, and without active checks, every endpoint is
+    /// eligible and a pick need not look at each one.
+    ever_ejected: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterHealth {
@@ -65,6 +68,7 @@ impl ClusterHealth {
             health_check: cluster.health_check.clone(),
             protocol: cluster.protocol,
             lb_panic: metrics.lb_panic(&cluster.name),
+            ever_ejected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -94,6 +98,12 @@ impl ClusterHealth {
         self.endpoints[index].eligible(now)
     }
 
+    /// True when every endpoint is certainly eligible (no active checks, never an ejection),
+    /// so the balancer can skip counting them.
+    pub fn all_eligible(&self) -> bool {
+        self.health_check.is_none() && !self.ever_ejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records what became of a request to endpoint `index` (a no-op without outlier detection),
     /// logging an ejection or a refused one.
     pub fn record(&self, index: usize, outcome: Outcome) -> Option<OutlierEvent> {
@@ -102,6 +112,10 @@ impl ClusterHealth {
             .as_ref()?
             .record(index, outcome, Instant::now())?;
         let cluster = &*self.name;
+        if let OutlierEvent::Ejected { .. } = event {
+            self.ever_ejected
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match event {
             OutlierEvent::Ejected {
                 endpoint,

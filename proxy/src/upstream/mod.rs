@@ -156,7 +156,11 @@ impl ClusterRt {
     pub fn pick(&self, input: &PickInput<'_>, rng: &mut impl Rng) -> Result<Picked, ProxyError> {
         let now = Instant::now();
         let total = self.endpoints.len();
-        let eligible = (0..total).filter(|&i| self.health.eligible(i, now)).count();
+        let eligible = if self.health.all_eligible() {
+            total
+        } else {
+            (0..total).filter(|&i| self.health.eligible(i, now)).count()
+        };
         let panic = in_panic(eligible, total, self.config.load_balancer.panic_threshold);
         if panic {
             self.health.lb_panic().inc();
