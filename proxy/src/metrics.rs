@@ -491,6 +491,27 @@ impl Metrics {
         }))
     }
 
+    /// Drops the per-endpoint series of an endpoint that left its cluster, so that endpoints
+    /// coming and going over reloads do not grow the exposition forever.
+    pub fn remove_endpoint(&self, cluster: &str, endpoint: std::net::SocketAddr) {
+        let labels = EndpointLabels {
+            cluster: cluster.to_owned(),
+            endpoint: endpoint.to_string(),
+        };
+        let h = &self.health;
+        h.healthy.remove(&labels);
+        h.ejected.remove(&labels);
+        h.ejections.remove(&labels);
+        h.picks.remove(&labels);
+        for reason in crate::health::FailureReason::ALL {
+            h.check_failures.remove(&CheckFailureLabels {
+                cluster: labels.cluster.clone(),
+                endpoint: labels.endpoint.clone(),
+                reason: reason.as_str(),
+            });
+        }
+    }
+
     /// `remora_lb_panic_total` for `cluster`.
     pub fn lb_panic(&self, cluster: &str) -> Counter {
         self.health.lb_panic.get_or_create_owned(&ClusterLabels {

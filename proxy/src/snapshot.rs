@@ -147,7 +147,8 @@ pub struct BackendRt {
 impl Snapshot {
     /// Builds the runtime for `config`. Clusters whose config did not change since `previous`
     /// are reused as they are, pooled connections and round-robin position included, so a
-    /// reload that touches routes does not reconnect to every upstream.
+    /// reload that touches routes does not reconnect to every upstream; a changed cluster keeps
+    /// its remaining endpoints' health, ejections and pooled connections.
     pub fn build(config: Arc<Config>, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let workers = config.runtime.workers;
         let reusable: HashMap<&str, &Arc<ClusterRt>> = previous
@@ -158,11 +159,21 @@ impl Snapshot {
             .iter()
             .map(|c| match reusable.get(c.name.as_str()) {
                 Some(old) if old.config == *c => Arc::clone(old),
-                _ => ClusterRt::new(c, workers, metrics),
+                // Changed: rebuilt, keeping what its remaining endpoints already know.
+                Some(old) => ClusterRt::rebuild(c, workers, metrics, Some(old)),
+                None => ClusterRt::new(c, workers, metrics),
             })
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRt>> =
             clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+        // A cluster the config dropped takes its endpoints' series off /metrics.
+        for old in previous.iter().flat_map(|p| p.clusters.iter()) {
+            if !by_name.contains_key(old.name.as_str()) {
+                for e in old.endpoints.iter() {
+                    metrics.remove_endpoint(&old.name, e.address);
+                }
+            }
+        }
         // Validation guarantees that every referenced cluster exists.
         let cluster = |name: &str| -> Arc<ClusterRt> { Arc::clone(by_name[name]) };
         let builder = Arc::new(crate::http::builder(&config.limits));

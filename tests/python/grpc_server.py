@@ -13,6 +13,11 @@ The client steers each call with request metadata:
 Every call answers with initial metadata `x-initial: hello` and trailing metadata
 `x-trailer: from-server`, `x-time-remaining-ms` (what the server saw of the call's deadline)
 and `x-seen-metadata` (the request metadata keys it received, comma-separated).
+
+The health service starts with "" and remora.test.Echo SERVING. Each line on stdin is a JSON
+command; {"health": {"service": NAME, "status": "NOT_SERVING"}} sets a service's status (a
+grpc.health.v1 ServingStatus name) and is acknowledged with the event
+{"event": "health", "service": NAME, "status": ...}.
 """
 
 import json
@@ -120,8 +125,22 @@ def main():
     server.start()
     emit(port=port)
     # The test harness holds stdin open for as long as it wants the server.
-    threading.Thread(target=lambda: (sys.stdin.read(), server.stop(0)), daemon=True).start()
+    threading.Thread(target=commands, args=(server, health_servicer), daemon=True).start()
     server.wait_for_termination()
+
+
+def commands(server, health_servicer):
+    """Applies the commands read from stdin until it closes, then stops the server."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = json.loads(line)
+        if "health" in command:
+            service = command["health"]["service"]
+            status = command["health"]["status"]
+            health_servicer.set(service, health_pb2.HealthCheckResponse.ServingStatus.Value(status))
+            emit(event="health", service=service, status=status)
+    server.stop(0)
 
 
 if __name__ == "__main__":

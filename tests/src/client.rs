@@ -10,8 +10,9 @@
 //! what the protocol needs: a `Host` header on HTTP/1.1 when missing, and an absolute URI
 //! (`:scheme`, `:authority`) on HTTP/2, taken from the `Host` header if one was set.
 
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::header::HOST;
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::body::{PatternBody, PatternCheck};
 use crate::upstream::{BoxError, Echo};
@@ -105,16 +106,37 @@ impl Client {
     /// Connects and completes the handshake. Panics if that fails: a test cannot go on.
     pub async fn connect(addr: SocketAddr, proto: Proto) -> Client {
         background()
-            .spawn(Client::open(addr, proto))
+            .spawn(Client::open(addr, proto, None))
+            .await
+            .expect("client connect task")
+    }
+
+    /// As [`Client::connect`], from a chosen local address (port 0): on Linux every address of
+    /// 127.0.0.0/8 is local, so tests can play clients at different IPs.
+    pub async fn connect_from(addr: SocketAddr, from: IpAddr, proto: Proto) -> Client {
+        background()
+            .spawn(Client::open(addr, proto, Some(from)))
             .await
             .expect("client connect task")
     }
 
     /// Runs on the background runtime, so the socket and the connection task belong to it.
-    async fn open(addr: SocketAddr, proto: Proto) -> Client {
-        let stream = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    async fn open(addr: SocketAddr, proto: Proto, from: Option<IpAddr>) -> Client {
+        let connected = match from {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => TcpSocket::new_v4(),
+                    IpAddr::V6(_) => TcpSocket::new_v6(),
+                }
+                .expect("client socket");
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .unwrap_or_else(|e| panic!("bind the client to {ip}: {e}"));
+                socket.connect(addr).await
+            }
+        };
+        let stream = connected.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap();
         let io = TokioIo::new(stream);
@@ -237,6 +259,51 @@ pub async fn fetch(addr: SocketAddr, proto: Proto, req: Request<ReqBody>) -> Rep
 /// Connects, sends `GET target`, reads the whole response.
 pub async fn get(addr: SocketAddr, proto: Proto, target: &str) -> Reply {
     Client::connect(addr, proto).await.get(target).await
+}
+
+/// Sends every request through `connections` h2c connections, keeping up to `streams` requests
+/// in flight on each, and returns the replies in the order of the requests. Panics on a
+/// transport error. For tests that need thousands of exchanges in a second or two.
+pub async fn fetch_all(
+    addr: SocketAddr,
+    connections: usize,
+    streams: usize,
+    requests: Vec<Request<ReqBody>>,
+) -> Vec<Reply> {
+    let n = requests.len();
+    let queue = Arc::new(Mutex::new(
+        requests.into_iter().enumerate().collect::<VecDeque<_>>(),
+    ));
+    let mut senders = Vec::new();
+    for _ in 0..connections.max(1) {
+        let client = Client::connect(addr, Proto::H2c).await;
+        for _ in 0..streams.max(1) {
+            let mut client = client.try_clone().expect("an h2c client clones");
+            let queue = queue.clone();
+            senders.push(background().spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let next = queue.lock().unwrap().pop_front();
+                    let Some((i, req)) = next else { break };
+                    done.push((i, client.fetch(req).await));
+                }
+                done
+            }));
+        }
+    }
+    let mut replies: Vec<Option<Reply>> = vec![None; n];
+    for sender in senders {
+        let done = sender
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        for (i, reply) in done {
+            replies[i] = Some(reply);
+        }
+    }
+    replies
+        .into_iter()
+        .map(|r| r.expect("every request answered"))
+        .collect()
 }
 
 /// A complete response.

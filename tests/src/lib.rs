@@ -36,6 +36,7 @@
 //! The rooms:
 //! - [`process`]: [`ProxyProcess`], the proxy as a child process (config, addresses, readiness,
 //!   metrics, captured output, RSS, shutdown);
+//! - [`clusters`]: the admin `/clusters` page read back, endpoint by endpoint;
 //! - [`upstream`]: [`Upstream`], scripted HTTP/1.1 + h2c servers driven by a [`Behaviour`], and
 //!   [`Echo`], the request description they answer with;
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
@@ -51,6 +52,7 @@
 
 pub mod body;
 pub mod client;
+pub mod clusters;
 pub mod load;
 pub mod metrics;
 pub mod process;
@@ -62,6 +64,7 @@ pub mod util;
 
 pub use body::{ChannelBody, PatternBody, PatternCheck};
 pub use client::{Client, Proto, Reply};
+pub use clusters::Clusters;
 pub use metrics::Metrics;
 pub use process::{ProxyProcess, proxy_bin};
 pub use raw::RawServer;

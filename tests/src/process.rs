@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::clusters::Clusters;
 use crate::metrics::Metrics;
 use crate::raw::{self, RawResponse};
 use crate::util::{TempDir, wait_for};
@@ -465,6 +466,13 @@ impl ProxyProcess {
     /// The `/metrics` page, parsed into samples.
     pub fn scrape(&self) -> Metrics {
         Metrics::parse(&self.metrics())
+    }
+
+    /// The admin `/clusters` page: every cluster's endpoints with state, load and picks.
+    pub fn clusters(&self) -> Clusters {
+        let resp = self.admin_get("/clusters");
+        assert_eq!(resp.status, 200, "/clusters: {}", resp.text());
+        Clusters::parse(&resp.text())
     }
 
     /// One sample: the value of `name` with exactly these labels, `None` if absent.

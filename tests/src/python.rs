@@ -2,7 +2,8 @@
 //! that `scripts/test.sh` creates (grpcio, websockets; pinned in `tests/python/requirements.txt`).
 //!
 //! - [`PyServer`] starts a server script, which binds `127.0.0.1:0` and prints `{"port": N}` as
-//!   its first line of output; later lines are events the test can wait for.
+//!   its first line of output; later lines are events the test can wait for. Lines the test
+//!   writes to its stdin ([`PyServer::send_line`]) are commands.
 //! - [`run`] runs a client script to its end and returns the JSON it printed last.
 //!
 //! The interpreter is `REMORA_TEST_PYTHON` (set by `scripts/test.sh`), else `.venv/bin/python`
@@ -157,6 +158,16 @@ impl PyServer {
             );
             std::thread::sleep(crate::util::POLL_INTERVAL);
         }
+    }
+
+    /// Writes one line to the script's stdin, for scripts that take commands there (see the
+    /// script's docstring). Panics if the script has stopped reading.
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin is open until drop");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: writing to stdin: {e}", self.name));
     }
 
     /// What the script wrote to stderr so far.

@@ -76,6 +76,12 @@ impl Behaviour {
         Behaviour::Custom(Arc::new(move |req, info| Box::pin(f(req, info))))
     }
 
+    /// 200 with the upstream's name as the whole body: the cheapest answer that still says who
+    /// answered, for tests that send thousands of requests and only count where they went.
+    pub fn name() -> Behaviour {
+        Behaviour::custom(|_, info| async move { Ok(text(200, &info.name)) })
+    }
+
     /// `Delay(after, self)`.
     pub fn delayed(self, after: Duration) -> Behaviour {
         Behaviour::Delay(after, Box::new(self))

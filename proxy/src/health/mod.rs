@@ -47,11 +47,31 @@ pub struct ClusterHealth {
 
 impl ClusterHealth {
     pub fn new(cluster: &model::Cluster, metrics: &Metrics) -> Self {
+        Self::carry_over(cluster, metrics, None)
+    }
+
+    /// As [`ClusterHealth::new`], keeping the state (health, ejections and their count, load)
+    /// of endpoints that `previous`, the same cluster before a reload, already had, as long as
+    /// they are checked the same way. A reload that adds an endpoint must not bring back one
+    /// that is unhealthy or ejected.
+    pub fn carry_over(
+        cluster: &model::Cluster,
+        metrics: &Metrics,
+        previous: Option<&ClusterHealth>,
+    ) -> Self {
         let policy = HealthPolicy::from_cluster(cluster);
         let endpoints: Arc<[Arc<EndpointState>]> = cluster
             .endpoints
             .iter()
             .map(|e| {
+                let kept = previous.and_then(|p| {
+                    p.endpoints
+                        .iter()
+                        .find(|s| s.address() == e.address && s.policy() == policy)
+                });
+                if let Some(state) = kept {
+                    return state.clone();
+                }
                 let mut m = metrics.endpoint(&cluster.name, e.address);
                 if policy.active_checks {
                     m.check_failures = metrics.health_check_failures(&cluster.name, e.address);
@@ -59,6 +79,17 @@ impl ClusterHealth {
                 EndpointState::new(e.address, policy, m)
             })
             .collect();
+        if let Some(previous) = previous {
+            for gone in previous.endpoints.iter() {
+                if !cluster
+                    .endpoints
+                    .iter()
+                    .any(|e| e.address == gone.address())
+                {
+                    metrics.remove_endpoint(&cluster.name, gone.address());
+                }
+            }
+        }
         ClusterHealth {
             name: cluster.name.as_str().into(),
             outlier: cluster
@@ -68,7 +99,9 @@ impl ClusterHealth {
             health_check: cluster.health_check.clone(),
             protocol: cluster.protocol,
             lb_panic: metrics.lb_panic(&cluster.name),
-            ever_ejected: std::sync::atomic::AtomicBool::new(false),
+            ever_ejected: std::sync::atomic::AtomicBool::new(
+                previous.is_some_and(|p| p.ever_ejected.load(std::sync::atomic::Ordering::Relaxed)),
+            ),
         }
     }
 

@@ -44,8 +44,9 @@ pub struct EndpointRt {
     pub address: SocketAddr,
     pub weight: u32,
     /// One pool per worker thread: a connection's task runs on the worker that opened it, so a
-    /// worker only ever reuses its own connections and never wakes another thread.
-    pools: Box<[Pool]>,
+    /// worker only ever reuses its own connections and never wakes another thread. Shared with
+    /// the same endpoint of the cluster before a reload, so its idle connections carry over.
+    pools: Arc<[Pool]>,
     /// The peak-EWMA latency estimate, when the policy uses it.
     ewma: Option<Mutex<PeakEwma>>,
 }
@@ -105,6 +106,18 @@ impl EndpointView for View<'_> {
 
 impl ClusterRt {
     pub fn new(cluster: &model::Cluster, workers: usize, metrics: &Metrics) -> Arc<Self> {
+        Self::rebuild(cluster, workers, metrics, None)
+    }
+
+    /// Builds the cluster for `cluster`, carrying over from `previous` (the same cluster
+    /// before a reload changed it) each remaining endpoint's health, ejection and load state
+    /// and its pooled connections.
+    pub fn rebuild(
+        cluster: &model::Cluster,
+        workers: usize,
+        metrics: &Metrics,
+        previous: Option<&ClusterRt>,
+    ) -> Arc<Self> {
         let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
         let keys: Vec<String> = cluster
             .endpoints
@@ -126,15 +139,25 @@ impl ClusterRt {
             endpoints: cluster
                 .endpoints
                 .iter()
-                .map(|e| EndpointRt {
-                    address: e.address,
-                    weight: e.weight,
-                    pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
-                    ewma: ewma.map(|p| Mutex::new(PeakEwma::from_config(&p, now))),
+                .map(|e| {
+                    let old = previous.and_then(|p| {
+                        p.endpoints
+                            .iter()
+                            .find(|o| o.address == e.address && o.pools.len() == workers.max(1))
+                    });
+                    EndpointRt {
+                        address: e.address,
+                        weight: e.weight,
+                        pools: match old {
+                            Some(o) => o.pools.clone(),
+                            None => (0..workers.max(1)).map(|_| Pool::default()).collect(),
+                        },
+                        ewma: ewma.map(|p| Mutex::new(PeakEwma::from_config(&p, now))),
+                    }
                 })
                 .collect(),
             balancer: Balancer::new(&cluster.load_balancer.policy, &weights, &keys),
-            health: ClusterHealth::new(cluster, metrics),
+            health: ClusterHealth::carry_over(cluster, metrics, previous.map(|p| &p.health)),
             health_tasks: Mutex::new(None),
             metrics: metrics.cluster(&cluster.name),
             pick_history: Mutex::new(PickHistory::default()),

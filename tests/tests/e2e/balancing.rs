@@ -1,9 +1,79 @@
 //! Where requests go: the weighted split between a route's backends (random per request), and
 //! the round-robin between a cluster's endpoints (a fixed smooth schedule, so exact counts).
+//! The other policies and what `/clusters` says about balancing are in `balancing/`.
 
-use remora_tests::{Behaviour, Client, Proto, ProxyProcess, Upstream};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use remora_tests::{Behaviour, Client, Proto, ProxyProcess, Upstream, client, eventually};
 
 use crate::request_labels;
+
+mod affinity;
+mod hashing;
+mod introspection;
+mod least_request;
+mod panic;
+
+/// A config with one HTTP listener `main` whose route `all` sends everything to cluster `app`:
+/// these endpoints, and the cluster `settings`, YAML such as `load_balancer: {...}` (several
+/// lines are dedented by their common indentation, so a test can indent them as its code).
+/// Admin on, access log off.
+pub fn app_config(endpoints: &[SocketAddr], settings: &str) -> String {
+    let weighted: Vec<(SocketAddr, u32)> = endpoints.iter().map(|&a| (a, 1)).collect();
+    weighted_config(&weighted, settings)
+}
+
+/// [`app_config`] with a weight per endpoint.
+pub fn weighted_config(endpoints: &[(SocketAddr, u32)], settings: &str) -> String {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|(a, w)| format!("{{ address: \"{a}\", weight: {w} }}"))
+        .collect();
+    format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+access_log: {{ enabled: false }}
+listeners:
+  - name: main
+    address: 127.0.0.1:0
+    routes: [{{ name: all, cluster: app }}]
+clusters:
+  - name: app
+    endpoints: [{}]
+{}"#,
+        endpoints.join(", "),
+        indent(settings, 4)
+    )
+}
+
+/// `yaml` dedented by the common indentation of its non-blank lines, then indented by
+/// `by` spaces; blank lines dropped.
+pub fn indent(yaml: &str, by: usize) -> String {
+    let lines: Vec<&str> = yaml.lines().filter(|l| !l.trim().is_empty()).collect();
+    let common = lines
+        .iter()
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| format!("{:by$}{}\n", "", l[common..].trim_end()))
+        .collect()
+}
+
+/// Starts upstreams answering with their names ([`Behaviour::name`]).
+pub fn named_upstreams(names: &[&str]) -> Vec<Upstream> {
+    names
+        .iter()
+        .map(|n| Upstream::start_named(n, Behaviour::name()))
+        .collect()
+}
+
+/// The labels of one endpoint's series (`remora_endpoint_*`).
+pub fn endpoint_labels<'a>(cluster: &'a str, endpoint: &'a str) -> [(&'static str, &'a str); 2] {
+    [("cluster", cluster), ("endpoint", endpoint)]
+}
 
 /// Sends `n` requests over one HTTP/1.1 connection, checking each is answered by an upstream.
 async fn send_many(proxy: &ProxyProcess, n: usize) -> Vec<String> {
@@ -173,4 +243,43 @@ clusters:
         &request_labels("main", "all", "app", "2xx"),
         300.0,
     );
+}
+
+/// Weights 5:3:2 under 24 requests at a time over h2c: the schedule is shared by every request,
+/// so 1,000 requests are exactly 500, 300 and 200, and the proxy's pick counters (metrics and
+/// `/clusters`) agree with what the upstreams received.
+#[tokio::test]
+async fn weights_stay_exact_under_concurrency_and_every_pick_is_counted() {
+    let ups = named_upstreams(&["w5", "w3", "w2"]);
+    let proxy = ProxyProcess::start(&one_cluster(&[(&ups[0], 5), (&ups[1], 3), (&ups[2], 2)]));
+
+    let requests = (0..1000)
+        .map(|i| client::get_request(&format!("/c/{i}")))
+        .collect();
+    let replies = client::fetch_all(proxy.listener("main"), 3, 8, requests).await;
+
+    assert!(replies.iter().all(|r| r.status == 200));
+    let counts: Vec<usize> = ups.iter().map(Upstream::requests).collect();
+    assert_eq!(counts, [500, 300, 200]);
+    // A request stops counting as in flight when its response body has ended, which the
+    // proxy notes a moment after the client has read it.
+    let clusters = eventually("no request in flight", Duration::from_secs(5), || {
+        let c = proxy.clusters();
+        c.endpoints("app")
+            .iter()
+            .all(|e| e.in_flight() == 0)
+            .then_some(c)
+    })
+    .await;
+    let metrics = proxy.scrape();
+    for (u, want) in ups.iter().zip([500u64, 300, 200]) {
+        let addr = u.addr().to_string();
+        let picks = metrics.get(
+            "remora_endpoint_picks_total",
+            &endpoint_labels("app", &addr),
+        );
+        assert_eq!(picks, Some(want as f64), "{}", u.name());
+        let ep = clusters.endpoint("app", u.addr());
+        assert_eq!((ep.picks(), ep.in_flight()), (want, 0), "{}", u.name());
+    }
 }

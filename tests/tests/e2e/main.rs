@@ -15,6 +15,7 @@ mod errors;
 mod grpc;
 mod harness;
 mod headers;
+mod health;
 mod limits;
 mod metrics;
 mod protocols;
