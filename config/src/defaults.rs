@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Direction, LbPolicy, LogTarget, UpstreamProtocol};
+use crate::model::{Direction, LbPolicy, LogTarget, RetryOn, UpstreamProtocol};
 use crate::raw::ListenerProtocol;
 
 /// One worker thread. A sidecar shares its node with the application it serves; one core already
@@ -173,6 +173,100 @@ pub const MAX_EJECTION_PERCENT: f64 = 0.1;
 /// passing health check as well needs a health check, which not every cluster has.
 pub const REQUIRE_HEALTH_CHECK_TO_RETURN: bool = false;
 
+/// 2 attempts: one retry. With the default `retry_on`, a retry only follows a failure where
+/// the upstream saw nothing, so one more attempt (most likely on another endpoint) is cheap
+/// and safe; more would mostly retry an upstream that is down.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+/// Retry only connect failures and refused streams: they fail before the upstream saw anything,
+/// so a retry is always safe and invisible. Retrying more (5xx, resets, timeouts) is an explicit
+/// choice per route, as in Envoy and Linkerd, where retries are opt-in: only the route's owner
+/// knows whether its requests may run twice.
+pub const RETRY_ON: &[RetryOn] = &[RetryOn::ConnectFailure, RetryOn::RefusedStream];
+
+/// No per-attempt timeout: the route's timeout bounds all attempts together, and a per-try
+/// limit only helps where the route's owner knows how fast a good answer comes.
+pub const PER_TRY_TIMEOUT: Option<Duration> = None;
+
+/// The first retry waits up to 25 ms, Envoy's base interval: long enough to skip past a
+/// momentary blip, short enough that a retried request is barely slower.
+pub const BACKOFF_BASE_INTERVAL: Duration = Duration::from_millis(25);
+
+/// No retry waits more than 250 ms, Envoy's default of 10 times the base interval.
+pub const BACKOFF_MAX_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A `Retry-After` of up to 10 s is honoured: the server's pacing is respected, without letting
+/// it park requests for minutes while their callers wait.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Request bodies up to 64 KiB are kept for a retry: most API bodies fit, and uploads larger
+/// than that stream through unbuffered (and are not retried) rather than held in memory.
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Non-idempotent requests (POST, PATCH...) are retried only where nothing reached the upstream:
+/// anywhere else the upstream may have acted on them, and a retry would act twice.
+pub const RETRY_NON_IDEMPOTENT: bool = false;
+
+/// No hedging: a hedged request doubles the load for its slowest share, which only the route's
+/// owner can judge worthwhile.
+pub const HEDGE_AFTER: Option<Duration> = None;
+
+/// Retries may add 20% to a cluster's requests, Linkerd's retry budget: enough to mask a few
+/// failing endpoints, while an upstream that fails everything gets 1.2 times its load, not
+/// `max_attempts` times.
+pub const RETRY_BUDGET_RATIO: f64 = 0.2;
+
+/// Plus 10 retries per second whatever the traffic, as Linkerd, so a cluster with few requests
+/// can still retry.
+pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+
+/// Requests and retries are counted over the last 10 s, as Linkerd: long enough to smooth out
+/// bursts, short enough that the budget follows a change in traffic.
+pub const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// 1024 connections to a cluster, as Envoy: far above what a healthy upstream needs from one
+/// sidecar, so the breaker only trips when something is badly wrong.
+pub const MAX_CONNECTIONS: u32 = 1024;
+
+/// 1024 requests waiting for a connection, as Envoy.
+pub const MAX_PENDING_REQUESTS: u32 = 1024;
+
+/// 1024 requests in flight to a cluster, as Envoy.
+pub const MAX_REQUESTS: u32 = 1024;
+
+/// 64 retries in flight to a cluster. Envoy's 3 starves retries under load, as Istio found
+/// (Istio effectively removed the cap); the retry budget is the real bound on how many retries
+/// are made, and 64 at once is a backstop for when upstream latency stretches.
+pub const MAX_RETRIES: u32 = 64;
+
+/// The consecutive-failure breaker is off: outlier detection already takes failing endpoints
+/// out, and opening a whole cluster is a choice for clusters whose callers can do without it.
+pub const CONSECUTIVE_FAILURES_ENABLED: bool = false;
+
+/// Once on, 7 failures in a row open the breaker, Linkerd's consecutive-failure default: a run
+/// that long is rarely bad luck.
+pub const BREAKER_THRESHOLD: u32 = 7;
+
+/// The breaker first stays open 1 s, Linkerd's minimum penalty: a restarting upstream gets a
+/// moment, and a falsely opened breaker costs little.
+pub const BREAKER_BASE_OPEN: Duration = Duration::from_secs(1);
+
+/// An open breaker lets a trial request through at least every minute, Linkerd's maximum
+/// penalty, so a recovered upstream is noticed within a minute.
+pub const BREAKER_MAX_OPEN: Duration = Duration::from_secs(60);
+
+/// Header-triggered faults are off: any client can send a header, so letting requests ask for
+/// their own delay or error is for routes whose owner has said so.
+pub const FAULT_HEADER_TRIGGERED: bool = false;
+
+/// A rate limit's burst, when not given: one second's worth of the rate, rounded up, so a client
+/// that keeps to the rate but sends each second's requests together is never refused; at least
+/// 1, so a rate below one per second still lets a request through.
+pub fn rate_limit_burst(rate_per_second: f64) -> u32 {
+    // Rates are at most 1e9/s (`ranges::RATE`), which fits a u32; the cast saturates anyway.
+    (rate_per_second.ceil() as u32).max(1)
+}
+
 /// Accepted ranges, bounds included; outside them validation fails.
 pub mod ranges {
     use std::time::Duration;
@@ -224,4 +318,34 @@ pub mod ranges {
     /// Browsers cap a cookie's lifetime at 400 days (RFC 6265bis); 0 would expire it at once.
     pub const COOKIE_TTL: (Duration, Duration) =
         (Duration::from_secs(1), Duration::from_secs(400 * 24 * 3600));
+    /// 1 is no retries; past 10, retrying is hiding an outage rather than riding out a blip.
+    pub const MAX_ATTEMPTS: (u32, u32) = (1, 10);
+    pub const PER_TRY_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const BACKOFF_BASE_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(1), Duration::from_secs(10));
+    pub const BACKOFF_MAX_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(1), Duration::from_secs(300));
+    /// 0 ignores `Retry-After`.
+    pub const MAX_RETRY_AFTER: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(600));
+    /// 0 retries only requests without a body.
+    pub const RETRY_BUFFER_LIMIT: (usize, usize) = (0, 16 * 1024 * 1024);
+    pub const HEDGE_AFTER: (Duration, Duration) =
+        (Duration::from_millis(1), Duration::from_secs(60));
+    pub const RETRY_BUDGET_MIN_PER_SECOND: (u32, u32) = (0, 100_000);
+    pub const RETRY_BUDGET_WINDOW: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(600));
+    pub const CIRCUIT_BREAKER: (u32, u32) = (1, 1_000_000);
+    pub const BREAKER_THRESHOLD: (u32, u32) = (1, 10_000);
+    pub const BREAKER_OPEN: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    pub const FAULT_DELAY: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+    /// An injected abort is the proxy's answer to the request, so a final status, not 1xx.
+    pub const FAULT_HTTP_STATUS: (u16, u16) = (200, 599);
+    /// The gRPC status codes: OK (0) to UNAUTHENTICATED (16).
+    pub const GRPC_STATUS: (u32, u32) = (0, 16);
+    /// Tokens per second: above the first bound (a rate of 0 would refuse everything), up to
+    /// the second.
+    pub const RATE: (f64, f64) = (0.0, 1e9);
+    pub const RATE_LIMIT_BURST: (u32, u32) = (1, u32::MAX);
 }

@@ -3,16 +3,19 @@
 //! What `remora-proxy --print-config` and the admin `/config` page show, so that what a user
 //! reads is what runs. Loading the output gives the same model back.
 
-use crate::model::{self, HashKey, HeaderValueMatch, HostMatch, LbPolicy, LogTarget, PathMatch};
+use crate::model::{
+    self, HashKey, HeaderValueMatch, HostMatch, LbPolicy, LogTarget, PathMatch, RetryOn,
+};
 use crate::raw::{
-    self, ByteSize, DurationValue, Field, HeaderMap, Item, OneOrMany, Percent, SizeLimit,
-    StatusRange, Toggle,
+    self, ByteSize, DurationValue, Field, HeaderMap, Item, OneOrMany, Percent, Rate, SizeLimit,
+    StatusRange, Timestamp, Toggle,
 };
 
 /// The config as YAML. Values that have a default are always written; optional features that
 /// are off (no admin listener, no header rewrites, no match conditions beyond `hosts`, no
-/// health check) are left out, because there is no value to show for them. Features that are
-/// on by default say so when turned off (`outlier_detection: {enabled: false}`).
+/// health check, no fault or rate limit, a route without retries of its own) are left out,
+/// because there is no value to show for them. Features that are on by default say so when
+/// turned off (`outlier_detection: {enabled: false}`).
 pub(crate) fn to_yaml(config: &model::Config) -> String {
     let mut options = serde_saphyr::SerializerOptions::default();
     // Indent list items under their key, as in the examples users copy from.
@@ -122,6 +125,7 @@ fn listener(l: &model::Listener) -> raw::Listener {
         routes,
         cluster,
         detect_timeout,
+        rate_limit: l.rate_limit.as_ref().map(|r| Item::new(rate_limit(r))),
     }
 }
 
@@ -138,6 +142,9 @@ fn route(r: &model::Route) -> raw::Route {
         timeout: some(DurationValue(r.timeout)),
         request_headers: rewrite(&r.request_headers),
         response_headers: rewrite(&r.response_headers),
+        retries: r.retries.as_ref().map(|p| Item::new(retry_policy(p))),
+        fault: r.fault.as_ref().map(|f| Item::new(fault(f))),
+        rate_limit: r.rate_limit.as_ref().map(|l| Item::new(rate_limit(l))),
     }
 }
 
@@ -247,6 +254,9 @@ fn cluster(c: &model::Cluster) -> raw::Cluster {
         load_balancer: some(load_balancer(&c.load_balancer)),
         health_check: c.health_check.as_ref().map(|h| Item::new(health_check(h))),
         outlier_detection: some(outlier_detection(c.outlier_detection.as_ref())),
+        retries: some(retry_policy(&c.retries)),
+        retry_budget: some(retry_budget(&c.retry_budget)),
+        circuit_breakers: some(circuit_breakers(&c.circuit_breakers)),
     }
 }
 
@@ -407,5 +417,108 @@ pub(crate) fn outlier_detection(o: Option<&model::OutlierDetection>) -> raw::Out
             max_ejection_percent: some(Percent(o.max_ejection_percent)),
             require_health_check_to_return: some(o.require_health_check_to_return),
         },
+    }
+}
+
+impl From<RetryOn> for raw::RetryOn {
+    fn from(condition: RetryOn) -> Self {
+        match condition {
+            RetryOn::ConnectFailure => raw::RetryOn::ConnectFailure,
+            RetryOn::RefusedStream => raw::RetryOn::RefusedStream,
+            RetryOn::Reset => raw::RetryOn::Reset,
+            RetryOn::FiveXx => raw::RetryOn::FiveXx,
+            RetryOn::GatewayError => raw::RetryOn::GatewayError,
+            RetryOn::RetriableStatusCodes => raw::RetryOn::RetriableStatusCodes,
+            RetryOn::Cancelled => raw::RetryOn::Cancelled,
+            RetryOn::DeadlineExceeded => raw::RetryOn::DeadlineExceeded,
+            RetryOn::ResourceExhausted => raw::RetryOn::ResourceExhausted,
+            RetryOn::Unavailable => raw::RetryOn::Unavailable,
+        }
+    }
+}
+
+/// Status codes only when there are some (an empty list would not load back); the per-try
+/// timeout and hedging only when on, because there is no value that writes "none".
+pub(crate) fn retry_policy(p: &model::RetryPolicy) -> raw::RetryPolicy {
+    raw::RetryPolicy {
+        max_attempts: some(p.max_attempts),
+        retry_on: Some(list(&p.retry_on, |c| raw::RetryOn::from(*c))),
+        retriable_status_codes: (!p.retriable_status_codes.is_empty())
+            .then(|| list(&p.retriable_status_codes, |c| u32::from(*c))),
+        per_try_timeout: p.per_try_timeout.map(|d| Item::new(DurationValue(d))),
+        backoff: some(raw::Backoff {
+            base_interval: some(DurationValue(p.base_interval)),
+            max_interval: some(DurationValue(p.max_interval)),
+        }),
+        max_retry_after: some(DurationValue(p.max_retry_after)),
+        buffer_limit: some(ByteSize(p.buffer_limit)),
+        retry_non_idempotent: some(p.retry_non_idempotent),
+        hedge_after: p.hedge_after.map(|d| Item::new(DurationValue(d))),
+    }
+}
+
+pub(crate) fn retry_budget(b: &model::RetryBudget) -> raw::RetryBudget {
+    raw::RetryBudget {
+        ratio: some(Percent(b.ratio)),
+        min_per_second: some(b.min_per_second),
+        window: some(DurationValue(b.window)),
+    }
+}
+
+/// The consecutive-failure breaker is written `false` when off: it has settings to show only
+/// when on.
+pub(crate) fn circuit_breakers(c: &model::CircuitBreakers) -> raw::CircuitBreakers {
+    raw::CircuitBreakers {
+        max_connections: some(c.max_connections),
+        max_pending_requests: some(c.max_pending_requests),
+        max_requests: some(c.max_requests),
+        max_retries: some(c.max_retries),
+        consecutive_failures: some(match &c.consecutive_failures {
+            None => Toggle::Flag(false),
+            Some(b) => Toggle::Settings(failure_breaker(b)),
+        }),
+    }
+}
+
+pub(crate) fn failure_breaker(b: &model::FailureBreaker) -> raw::FailureBreaker {
+    raw::FailureBreaker {
+        threshold: some(b.threshold),
+        base_open: some(DurationValue(b.base_open)),
+        max_open: some(DurationValue(b.max_open)),
+    }
+}
+
+/// A delay is written `fixed` when it has one length, else as its `min` and `max`.
+fn fault(f: &model::Fault) -> raw::Fault {
+    let delay = f.delay.as_ref().map(|d| {
+        let fixed = d.min == d.max;
+        let at = |d| Some(Item::new(DurationValue(d)));
+        Item::new(raw::FaultDelay {
+            fixed: if fixed { at(d.min) } else { None },
+            min: if fixed { None } else { at(d.min) },
+            max: if fixed { None } else { at(d.max) },
+            percent: some(Percent(d.percent)),
+        })
+    });
+    let abort = f.abort.as_ref().map(|a| {
+        Item::new(raw::FaultAbort {
+            http_status: some(a.http_status),
+            grpc_status: a.grpc_status.map(Item::new),
+            percent: some(Percent(a.percent)),
+        })
+    });
+    raw::Fault {
+        delay,
+        abort,
+        headers: (!f.headers.is_empty()).then(|| list(&f.headers, header_match)),
+        expires: f.expires_at.map(|t| Item::new(Timestamp(t))),
+        header_triggered: some(f.header_triggered),
+    }
+}
+
+fn rate_limit(r: &model::RateLimit) -> raw::RateLimit {
+    raw::RateLimit {
+        rate: some(Rate(r.rate)),
+        burst: some(r.burst),
     }
 }

@@ -8,6 +8,7 @@
 pub mod defaults;
 pub mod model;
 pub mod raw;
+pub mod timestamp;
 pub mod units;
 
 mod de;

@@ -146,6 +146,8 @@ pub struct Listener {
     pub address: SocketAddr,
     pub direction: Direction,
     pub kind: ListenerKind,
+    /// A token bucket over every request (HTTP) or connection (TCP) the listener takes.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone)]
@@ -176,6 +178,192 @@ pub struct Route {
     pub timeout: Duration,
     pub request_headers: HeaderRewrite,
     pub response_headers: HeaderRewrite,
+    /// The route's retry policy; `None` takes the chosen backend cluster's `retries`.
+    pub retries: Option<RetryPolicy>,
+    pub fault: Option<Fault>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// When and how a failed attempt is tried again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retries).
+    pub max_attempts: u32,
+    pub retry_on: Vec<RetryOn>,
+    /// For `RetryOn::RetriableStatusCodes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// A single attempt's limit until response headers; the route `timeout` covers all of them.
+    pub per_try_timeout: Option<Duration>,
+    /// Exponential backoff with full jitter: attempt n waits uniformly in
+    /// [0, min(max_interval, base_interval * 2^n)].
+    pub base_interval: Duration,
+    pub max_interval: Duration,
+    /// A `Retry-After` or `grpc-retry-pushback-ms` from the upstream replaces the backoff, up
+    /// to this.
+    pub max_retry_after: Duration,
+    /// A request body is kept for replay up to this many bytes; a longer one is never retried.
+    pub buffer_limit: u64,
+    /// Retry non-idempotent methods (POST, PATCH...) on more than connect-failure and
+    /// refused-stream (where nothing was sent).
+    pub retry_non_idempotent: bool,
+    /// Send a second attempt to another endpoint when the first has not answered in this long
+    /// (idempotent requests only); the first response wins.
+    pub hedge_after: Option<Duration>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: defaults::MAX_ATTEMPTS,
+            retry_on: defaults::RETRY_ON.to_vec(),
+            retriable_status_codes: Vec::new(),
+            per_try_timeout: defaults::PER_TRY_TIMEOUT,
+            base_interval: defaults::BACKOFF_BASE_INTERVAL,
+            max_interval: defaults::BACKOFF_MAX_INTERVAL,
+            max_retry_after: defaults::MAX_RETRY_AFTER,
+            buffer_limit: defaults::RETRY_BUFFER_LIMIT,
+            retry_non_idempotent: defaults::RETRY_NON_IDEMPOTENT,
+            hedge_after: defaults::HEDGE_AFTER,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// The connection could not be made: nothing was sent.
+    ConnectFailure,
+    /// HTTP/2 REFUSED_STREAM: the upstream did not process the request.
+    RefusedStream,
+    /// The connection was reset or closed before a complete response.
+    Reset,
+    /// Any 5xx response, and gateway errors.
+    FiveXx,
+    /// 502, 503, 504 and connect failures, resets, timeouts.
+    GatewayError,
+    /// The statuses in `retriable_status_codes`.
+    RetriableStatusCodes,
+    /// gRPC statuses (from trailers-only responses or headers).
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unavailable,
+}
+
+impl RetryOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::RefusedStream => "refused-stream",
+            RetryOn::Reset => "reset",
+            RetryOn::FiveXx => "5xx",
+            RetryOn::GatewayError => "gateway-error",
+            RetryOn::RetriableStatusCodes => "retriable-status-codes",
+            RetryOn::Cancelled => "cancelled",
+            RetryOn::DeadlineExceeded => "deadline-exceeded",
+            RetryOn::ResourceExhausted => "resource-exhausted",
+            RetryOn::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Retries may add at most `ratio` of the requests plus `min_per_second`, counted over
+/// `window` (Linkerd's retry budget).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u32,
+    pub window: Duration,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            ratio: defaults::RETRY_BUDGET_RATIO,
+            min_per_second: defaults::RETRY_BUDGET_MIN_PER_SECOND,
+            window: defaults::RETRY_BUDGET_WINDOW,
+        }
+    }
+}
+
+/// Per-cluster limits past which requests fail fast with 503 `overflow-<which>`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreakers {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    /// The consecutive-failure breaker; `None` when off.
+    pub consecutive_failures: Option<FailureBreaker>,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        CircuitBreakers {
+            max_connections: defaults::MAX_CONNECTIONS,
+            max_pending_requests: defaults::MAX_PENDING_REQUESTS,
+            max_requests: defaults::MAX_REQUESTS,
+            max_retries: defaults::MAX_RETRIES,
+            consecutive_failures: defaults::CONSECUTIVE_FAILURES_ENABLED
+                .then(FailureBreaker::default),
+        }
+    }
+}
+
+/// Opens after `threshold` consecutive failed requests to the cluster; after a jittered
+/// backoff (from `base_open` doubling up to `max_open`) one trial request is let through
+/// (half-open): success closes the breaker, failure opens it again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailureBreaker {
+    pub threshold: u32,
+    pub base_open: Duration,
+    pub max_open: Duration,
+}
+
+impl Default for FailureBreaker {
+    fn default() -> Self {
+        FailureBreaker {
+            threshold: defaults::BREAKER_THRESHOLD,
+            base_open: defaults::BREAKER_BASE_OPEN,
+            max_open: defaults::BREAKER_MAX_OPEN,
+        }
+    }
+}
+
+/// Fault injection on a route, for testing failure on purpose.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<FaultDelay>,
+    pub abort: Option<FaultAbort>,
+    /// Only requests matching all of these get faults (empty: all requests).
+    pub headers: Vec<HeaderMatch>,
+    /// The fault switches itself off after this moment (seconds since the Unix epoch).
+    pub expires_at: Option<u64>,
+    /// Honour `x-remora-fault-delay-ms` and `x-remora-fault-abort` request headers.
+    pub header_triggered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultDelay {
+    /// A fixed delay when `min == max`, else uniform in [min, max].
+    pub min: Duration,
+    pub max: Duration,
+    /// Share of requests (0.0..=1.0).
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultAbort {
+    pub http_status: u16,
+    /// For gRPC requests, a trailers-only response with this status instead (when set).
+    pub grpc_status: Option<u32>,
+    pub percent: f64,
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 /// All present conditions must hold. An empty match (the default) matches every request.
@@ -277,6 +465,10 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// Passive ejection of failing endpoints; `None` when turned off.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Retry policy for routes to this cluster that set none.
+    pub retries: RetryPolicy,
+    pub retry_budget: RetryBudget,
+    pub circuit_breakers: CircuitBreakers,
 }
 
 /// How a cluster picks an endpoint for a request.

@@ -32,6 +32,12 @@ pub(crate) fn schema() -> Value {
                 p["maximum"] = max;
             }
         }
+        let codes = "/RetryPolicy/properties/retriable_status_codes/items";
+        if let Some(items) = definitions.pointer_mut(codes) {
+            let (min, max) = range(ranges::HTTP_STATUS);
+            items["minimum"] = min;
+            items["maximum"] = max;
+        }
     }
     schema
 }
@@ -92,6 +98,53 @@ fn defaults() -> Vec<(&'static str, String, Value)> {
         ("Endpoint", "weight".into(), json!(defaults::WEIGHT)),
     ]);
     out.extend(cluster_defaults());
+    out.extend(resilience_defaults());
+    out
+}
+
+/// Defaults of `retries`, `retry_budget`, `circuit_breakers` and `fault`.
+fn resilience_defaults() -> Vec<(&'static str, String, Value)> {
+    let mut out = Vec::new();
+    let retries = model::RetryPolicy::default();
+    let breakers = model::CircuitBreakers::default();
+    let sections = [
+        ("RetryPolicy", to_json(emit::retry_policy(&retries))),
+        (
+            "RetryBudget",
+            to_json(emit::retry_budget(&model::RetryBudget::default())),
+        ),
+        (
+            "CircuitBreakers",
+            to_json(emit::circuit_breakers(&breakers)),
+        ),
+        (
+            "FailureBreaker",
+            to_json(emit::failure_breaker(&model::FailureBreaker::default())),
+        ),
+    ];
+    for (definition, value) in sections {
+        if let Value::Object(fields) = value {
+            out.extend(fields.into_iter().map(|(k, v)| (definition, k, v)));
+        }
+    }
+    let duration = |d| json!(format_duration(d));
+    out.extend([
+        (
+            "Backoff",
+            "base_interval".into(),
+            duration(defaults::BACKOFF_BASE_INTERVAL),
+        ),
+        (
+            "Backoff",
+            "max_interval".into(),
+            duration(defaults::BACKOFF_MAX_INTERVAL),
+        ),
+        (
+            "Fault",
+            "header_triggered".into(),
+            json!(defaults::FAULT_HEADER_TRIGGERED),
+        ),
+    ]);
     out
 }
 
@@ -195,8 +248,9 @@ fn cluster_defaults() -> Vec<(&'static str, String, Value)> {
 }
 
 /// Plain integer fields whose range the schema can state (sizes and durations are strings).
-fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 10] {
-    [
+fn integer_ranges() -> Vec<(&'static str, &'static str, (Value, Value))> {
+    let breaker = |property| ("CircuitBreakers", property, range(ranges::CIRCUIT_BREAKER));
+    vec![
         ("Runtime", "workers", range(ranges::WORKERS)),
         (
             "Limits",
@@ -240,6 +294,28 @@ fn integer_ranges() -> [(&'static str, &'static str, (Value, Value)); 10] {
             "consecutive_gateway_failure",
             range(ranges::CONSECUTIVE_FAILURES),
         ),
+        ("RetryPolicy", "max_attempts", range(ranges::MAX_ATTEMPTS)),
+        (
+            "RetryBudget",
+            "min_per_second",
+            range(ranges::RETRY_BUDGET_MIN_PER_SECOND),
+        ),
+        breaker("max_connections"),
+        breaker("max_pending_requests"),
+        breaker("max_requests"),
+        breaker("max_retries"),
+        (
+            "FailureBreaker",
+            "threshold",
+            range(ranges::BREAKER_THRESHOLD),
+        ),
+        (
+            "FaultAbort",
+            "http_status",
+            range(ranges::FAULT_HTTP_STATUS),
+        ),
+        ("FaultAbort", "grpc_status", range(ranges::GRPC_STATUS)),
+        ("RateLimit", "burst", range(ranges::RATE_LIMIT_BURST)),
     ]
 }
 

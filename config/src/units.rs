@@ -302,6 +302,76 @@ pub fn format_percent(share: f64) -> String {
     }
 }
 
+/// Rate units: tokens per second, minute or hour.
+const RATE_UNITS: &[(&str, f64)] = &[("s", 1.0), ("m", 60.0), ("h", 3600.0)];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("empty rate; write a number per second, minute or hour, e.g. '100/s'")]
+    Empty,
+    /// `100` could be per second or per minute; only the unit says which.
+    #[error("'{0}' has no unit; write e.g. '{0}/s' or '{0}/m'")]
+    NoUnit(String),
+    #[error("unknown unit '{unit}' in '{text}'; use s, m or h (per second, minute or hour)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("'{0}' is not a rate; write e.g. '100/s', '2.5/s' or '30/m'")]
+    Invalid(String),
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
+/// Parses `100/s`, `2.5/s`, `30/m`, `1/h` into tokens per second. The unit is required: a
+/// bare `100` could mean per second or per minute.
+pub fn parse_rate(text: &str) -> Result<f64, RateError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(RateError::Empty);
+    }
+    let Some((number, unit)) = t.split_once('/') else {
+        return match split_number(t) {
+            Some((_, "")) => Err(RateError::NoUnit(t.to_owned())),
+            _ => Err(RateError::Invalid(t.to_owned())),
+        };
+    };
+    let (number, unit) = (number.trim_end(), unit.trim_start());
+    let Some((decimal, "")) = split_number(number) else {
+        return Err(RateError::Invalid(t.to_owned()));
+    };
+    let Some(&(_, seconds)) = RATE_UNITS.iter().find(|(name, _)| *name == unit) else {
+        if !unit.is_empty() && unit.chars().all(|c| c.is_ascii_alphabetic()) {
+            return Err(RateError::UnknownUnit {
+                text: t.to_owned(),
+                unit: unit.to_owned(),
+            });
+        }
+        return Err(RateError::Invalid(t.to_owned()));
+    };
+    // 30 digits is far past any range; the bound keeps the f64 finite.
+    if decimal.int.len() > 30 {
+        return Err(RateError::TooLarge(t.to_owned()));
+    }
+    let count: f64 = number
+        .parse()
+        .map_err(|_| RateError::Invalid(t.to_owned()))?;
+    Ok(count / seconds)
+}
+
+/// Formats tokens per second as a rate that [`parse_rate`] reads back to the same value,
+/// per second when that is exact to three decimals (`100/s`, `0.5/s`), else per minute or
+/// per hour (`10/m`, `1/h`), else with every digit it takes.
+pub fn format_rate(per_second: f64) -> String {
+    for (unit, seconds) in RATE_UNITS {
+        let count = per_second * seconds;
+        for decimals in 0..=3 {
+            let candidate = format!("{count:.decimals$}/{unit}");
+            if parse_rate(&candidate) == Ok(per_second) {
+                return candidate;
+            }
+        }
+    }
+    format!("{per_second}/s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,5 +591,59 @@ mod tests {
         }
         assert_eq!(format_percent(0.1), "10%");
         assert_eq!(format_percent(0.145), "14.5%");
+    }
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!(parse_rate("100/s"), Ok(100.0));
+        assert_eq!(parse_rate("2.5/s"), Ok(2.5));
+        assert_eq!(parse_rate(" 30 / m "), Ok(0.5));
+        assert_eq!(parse_rate("1/h"), Ok(1.0 / 3600.0));
+        assert_eq!(parse_rate(".5/s"), Ok(0.5));
+        assert_eq!(parse_rate("0/s"), Ok(0.0));
+    }
+
+    #[test]
+    fn refuses_bad_rates() {
+        assert_eq!(parse_rate(""), Err(RateError::Empty));
+        assert_eq!(
+            parse_rate("100").unwrap_err().to_string(),
+            "'100' has no unit; write e.g. '100/s' or '100/m'"
+        );
+        assert_eq!(
+            parse_rate("100/d").unwrap_err().to_string(),
+            "unknown unit 'd' in '100/d'; use s, m or h (per second, minute or hour)"
+        );
+        for bad in ["/s", "-1/s", "1e3/s", "ten/s", "100/", "100/s/s", "1/1s"] {
+            assert_eq!(
+                parse_rate(bad),
+                Err(RateError::Invalid(bad.into())),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_rate("9999999999999999999999999999999/s"),
+            Err(RateError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn rates_round_trip_readably() {
+        for (text, shown) in [
+            ("100/s", "100/s"),
+            ("2.5/s", "2.5/s"),
+            ("30/m", "0.5/s"),
+            ("10/m", "10/m"),
+            ("1/h", "1/h"),
+            ("7/h", "7/h"),
+            ("1000000000/s", "1000000000/s"),
+        ] {
+            let rate = parse_rate(text).unwrap();
+            assert_eq!(format_rate(rate), shown, "{text}");
+            assert_eq!(parse_rate(&format_rate(rate)), Ok(rate), "{text}");
+        }
+        for rate in [1.0 / 7.0, 0.1 + 0.2, 123.456_789, 1e-9] {
+            assert_eq!(parse_rate(&format_rate(rate)), Ok(rate), "{rate}");
+        }
     }
 }

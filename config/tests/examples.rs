@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use remora_config::model::{
-    HashKey, HealthCheckKind, LbPolicy, Limits, ListenerKind, LoadBalancer, OutlierDetection,
+    CircuitBreakers, FailureBreaker, HashKey, HealthCheckKind, LbPolicy, Limits, ListenerKind,
+    LoadBalancer, OutlierDetection, RetryBudget, RetryOn, RetryPolicy, Route,
 };
 use remora_config::{load_file, load_str, to_yaml};
 
@@ -76,6 +77,10 @@ fn every_feature_has_an_example() {
         "load-balancing.yaml",
         "health-checks.yaml",
         "outlier-detection.yaml",
+        "retries.yaml",
+        "circuit-breaking.yaml",
+        "fault-injection.yaml",
+        "rate-limiting.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -221,4 +226,105 @@ fn outlier_detection_example_shows_the_defaults() {
             .is_some_and(|o| o.require_health_check_to_return)
     );
     assert_eq!(config.cluster("legacy").unwrap().outlier_detection, None);
+}
+
+fn http_routes(listener: &remora_config::model::Listener) -> &[Route] {
+    match &listener.kind {
+        ListenerKind::Http { routes } | ListenerKind::Auto { routes, .. } => routes,
+        ListenerKind::Tcp { .. } => &[],
+    }
+}
+
+/// retries.yaml says its first cluster spells out the default retries and budget, and shows
+/// a route with every retry setting.
+#[test]
+fn retries_example_shows_the_defaults_and_every_setting() {
+    let config = example("retries.yaml");
+    let catalog = config.cluster("catalog").unwrap();
+    assert_eq!(catalog.retries, RetryPolicy::default());
+    assert_eq!(catalog.retry_budget, RetryBudget::default());
+    let routes = http_routes(&config.listeners[0]);
+    let full = routes[0]
+        .retries
+        .as_ref()
+        .expect("the first route has retries");
+    assert!(full.per_try_timeout.is_some() && full.hedge_after.is_some());
+    assert!(full.retry_on.contains(&RetryOn::RetriableStatusCodes));
+    assert!(routes[1].retries.is_none(), "the second route inherits");
+    let orders = config.cluster("orders").unwrap();
+    assert!(orders.retries.retry_on.contains(&RetryOn::FiveXx));
+}
+
+/// circuit-breaking.yaml says its first cluster spells out the defaults; the others turn the
+/// consecutive-failure breaker on with settings and with `true`.
+#[test]
+fn circuit_breaking_example_shows_the_defaults() {
+    let config = example("circuit-breaking.yaml");
+    assert_eq!(
+        config.clusters[0].circuit_breakers,
+        CircuitBreakers::default()
+    );
+    assert!(
+        config
+            .cluster("reports")
+            .unwrap()
+            .circuit_breakers
+            .consecutive_failures
+            .is_some()
+    );
+    assert_eq!(
+        config
+            .cluster("search")
+            .unwrap()
+            .circuit_breakers
+            .consecutive_failures,
+        Some(FailureBreaker::default())
+    );
+}
+
+/// fault-injection.yaml shows a fixed and a ranged delay, aborts with and without a gRPC
+/// status, header conditions, an expiry, and header-triggered faults.
+#[test]
+fn fault_injection_example_shows_every_kind() {
+    let config = example("fault-injection.yaml");
+    let faults: Vec<_> = config
+        .listeners
+        .iter()
+        .flat_map(http_routes)
+        .map(|r| r.fault.as_ref().expect("every route has a fault"))
+        .collect();
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.delay.is_some_and(|d| d.min == d.max))
+    );
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.delay.is_some_and(|d| d.min < d.max))
+    );
+    assert!(
+        faults
+            .iter()
+            .any(|f| f.abort.is_some_and(|a| a.grpc_status.is_some()))
+    );
+    assert!(
+        faults
+            .iter()
+            .any(|f| !f.headers.is_empty() && f.expires_at.is_some())
+    );
+    assert!(faults.iter().any(|f| f.header_triggered));
+}
+
+/// rate-limiting.yaml limits a listener, routes (with and without a burst) and a tcp
+/// listener.
+#[test]
+fn rate_limiting_example_limits_listeners_and_routes() {
+    let config = example("rate-limiting.yaml");
+    assert!(config.listeners.iter().all(|l| l.rate_limit.is_some()));
+    let routes = http_routes(&config.listeners[0]);
+    let reports = routes.iter().find(|r| r.name == "reports").unwrap();
+    // 600/m is 10 a second, so the default burst is 10.
+    assert_eq!(reports.rate_limit.map(|l| l.burst), Some(10));
+    assert!(matches!(config.listeners[1].kind, ListenerKind::Tcp { .. }));
 }

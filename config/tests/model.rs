@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use remora_config::model::{
-    Direction, HeaderValueMatch, HostMatch, ListenerKind, LoadBalancer, LogTarget,
-    OutlierDetection, PathMatch, Route, UpstreamProtocol,
+    CircuitBreakers, Direction, HeaderValueMatch, HostMatch, ListenerKind, LoadBalancer, LogTarget,
+    OutlierDetection, PathMatch, RetryBudget, RetryPolicy, Route, UpstreamProtocol,
 };
 use remora_config::{defaults, load_str, schema, to_yaml};
 
@@ -50,6 +50,8 @@ fn defaults_fill_every_left_out_field() {
     assert_eq!(route.backends[0].cluster, "app");
     assert_eq!(route.backends[0].weight, defaults::WEIGHT);
     assert!(route.request_headers.is_empty() && route.response_headers.is_empty());
+    assert!(route.retries.is_none() && route.fault.is_none() && route.rate_limit.is_none());
+    assert_eq!(listener.rate_limit, None);
     let cluster = config.cluster("app").unwrap();
     assert_eq!(cluster.protocol, UpstreamProtocol::Http1);
     assert_eq!(cluster.connect_timeout, defaults::CONNECT_TIMEOUT);
@@ -58,6 +60,9 @@ fn defaults_fill_every_left_out_field() {
     assert_eq!(cluster.load_balancer, LoadBalancer::default());
     assert_eq!(cluster.health_check, None);
     assert_eq!(cluster.outlier_detection, Some(OutlierDetection::default()));
+    assert_eq!(cluster.retries, RetryPolicy::default());
+    assert_eq!(cluster.retry_budget, RetryBudget::default());
+    assert_eq!(cluster.circuit_breakers, CircuitBreakers::default());
 }
 
 #[test]
@@ -225,6 +230,13 @@ fn to_yaml_writes_every_default_and_round_trips() {
         "max_ejection_time: 5m",
         "max_ejection_percent: 10%",
         "require_health_check_to_return: false",
+        "max_attempts: 2",
+        "- connect-failure",
+        "base_interval: 25ms",
+        "buffer_limit: 64KiB",
+        "ratio: 20%",
+        "max_retries: 64",
+        "consecutive_failures: false",
     ] {
         assert!(
             yaml.contains(expected),

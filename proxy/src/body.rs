@@ -1,10 +1,11 @@
 //! Body wrappers on the request path. Bodies stream frame by frame in both directions and are
 //! never buffered whole; these wrappers only count, enforce the size limit, and notice the end.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -56,9 +57,15 @@ pub enum RequestBodyError {
     TimedOut(Duration),
 }
 
-/// The downstream request body as sent upstream.
+/// The downstream request body as sent upstream: live from the client, or a replay of what a
+/// failed attempt captured.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for a replay.
+    inner: Option<Incoming>,
+    /// A replay's frames, in order.
+    replay: VecDeque<Frame<Bytes>>,
+    /// Where a live body keeps what it streams, for a retry to replay.
+    capture: Option<Arc<Mutex<Capture>>>,
     seen: u64,
     limit: Option<u64>,
     // None for bodies that are empty from the start, which need no accounting.
@@ -82,7 +89,9 @@ impl RequestBody {
     ) -> (Self, Option<Arc<RequestBodyStats>>) {
         let stats = (!inner.is_end_stream()).then(Arc::default);
         let body = RequestBody {
-            inner,
+            inner: Some(inner),
+            replay: VecDeque::new(),
+            capture: None,
             seen: 0,
             limit,
             stats: stats.clone(),
@@ -101,10 +110,13 @@ impl RequestBody {
     /// length mismatch, over the size limit) fails here, before any upstream connection is
     /// made; a frame that arrived is kept for the first `poll_frame`.
     pub fn peek(&mut self, cx: &mut Context<'_>) -> Result<(), RequestBodyError> {
-        if self.peeked.is_some() || self.inner.is_end_stream() {
+        let Some(inner) = &mut self.inner else {
+            return Ok(());
+        };
+        if self.peeked.is_some() || inner.is_end_stream() {
             return Ok(());
         }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let frame = self.account(frame)?;
                 self.peeked = Some(frame);
@@ -112,6 +124,65 @@ impl RequestBody {
             }
             Poll::Ready(Some(Err(e))) => Err(self.failed(e)),
             Poll::Ready(None) | Poll::Pending => Ok(()),
+        }
+    }
+
+    /// Keeps what this body streams, up to `limit` bytes, so a retry can send it again.
+    /// Returns the capture to replay from (see [`Capture::replay`]).
+    pub fn capture(&mut self, limit: u64) -> Arc<Mutex<Capture>> {
+        let capture = Arc::new(Mutex::new(Capture {
+            limit,
+            complete: self.is_end_stream(),
+            ..Capture::default()
+        }));
+        self.capture = Some(capture.clone());
+        capture
+    }
+
+    /// A body that sends `frames` again.
+    fn replay(frames: VecDeque<Frame<Bytes>>) -> Self {
+        RequestBody {
+            inner: None,
+            replay: frames,
+            capture: None,
+            seen: 0,
+            limit: None,
+            stats: None,
+            read_timeout: None,
+            timer: None,
+            progressed: false,
+            peeked: None,
+        }
+    }
+
+    /// Notes a frame the body yields in its capture, and the end of the body.
+    fn captured(&mut self, frame: &Frame<Bytes>) {
+        let Some(capture) = &self.capture else {
+            return;
+        };
+        let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
+        if !c.overflowed {
+            if let Some(data) = frame.data_ref() {
+                c.bytes += data.len() as u64;
+                if c.bytes > c.limit {
+                    // Too long to keep: this request will not be retried after it was sent.
+                    c.overflowed = true;
+                    c.frames.clear();
+                } else {
+                    c.frames.push(Captured::Data(data.clone()));
+                }
+            } else if let Some(trailers) = frame.trailers_ref() {
+                c.frames.push(Captured::Trailers(trailers.clone()));
+            }
+        }
+        if self.inner.as_ref().is_some_and(|i| i.is_end_stream()) {
+            c.complete = true;
+        }
+    }
+
+    fn captured_end(&self) {
+        if let Some(capture) = &self.capture {
+            capture.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
         }
     }
 
@@ -177,28 +248,53 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(this.replay.pop_front().map(Ok));
+        };
         if let Some(frame) = this.peeked.take() {
+            this.captured(&frame);
             return Poll::Ready(Some(Ok(frame)));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(this.account(frame))),
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = this.account(frame);
+                if let Ok(f) = &frame {
+                    this.captured(f);
+                }
+                Poll::Ready(Some(frame))
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(this.failed(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.captured_end();
+                Poll::Ready(None)
+            }
             Poll::Pending => this.wait(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.peeked.is_none() && self.inner.is_end_stream()
+        match &self.inner {
+            Some(inner) => self.peeked.is_none() && inner.is_end_stream(),
+            None => self.replay.is_empty(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
+        let Some(inner) = &self.inner else {
+            let len: u64 = self
+                .replay
+                .iter()
+                .filter_map(Frame::data_ref)
+                .map(|d| d.len() as u64)
+                .sum();
+            return SizeHint::with_exact(len);
+        };
         let peeked = self
             .peeked
             .as_ref()
             .and_then(Frame::data_ref)
             .map_or(0, |d| d.len() as u64);
-        let inner = self.inner.size_hint();
+        let inner = inner.size_hint();
         // Upper first: set_lower asserts it stays at or below the upper bound.
         let mut hint = SizeHint::new();
         if let Some(upper) = inner.upper() {
@@ -206,6 +302,42 @@ impl Body for RequestBody {
         }
         hint.set_lower(inner.lower() + peeked);
         hint
+    }
+}
+
+/// What a live request body streamed so far, kept so a retry can send it again.
+#[derive(Debug, Default)]
+pub struct Capture {
+    frames: Vec<Captured>,
+    bytes: u64,
+    limit: u64,
+    /// The body went past `limit`: nothing is kept, and it cannot be replayed.
+    overflowed: bool,
+    /// The whole body went by (or there was none).
+    complete: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Captured {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+}
+
+impl Capture {
+    /// A body that sends again everything the original sent, if all of it was kept.
+    pub fn replay(&self) -> Option<RequestBody> {
+        if !self.complete || self.overflowed {
+            return None;
+        }
+        let frames = self
+            .frames
+            .iter()
+            .map(|f| match f {
+                Captured::Data(d) => Frame::data(d.clone()),
+                Captured::Trailers(t) => Frame::trailers(t.clone()),
+            })
+            .collect();
+        Some(RequestBody::replay(frames))
     }
 }
 

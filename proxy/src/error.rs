@@ -59,6 +59,21 @@ pub enum ProxyError {
     /// The upstream's response head had ambiguous framing (see `crate::framing`).
     #[error("upstream response has {0}")]
     UpstreamInvalid(&'static str),
+    /// The listener's or route's rate limit; the client may try again after the duration.
+    #[error("rate limited; try again in {0:?}")]
+    RateLimited(Duration),
+    /// A fault injected by the route's config (or a fault header it allows).
+    #[error("fault injected: HTTP {http}")]
+    FaultAbort { http: u16, grpc: Option<u32> },
+    /// The cluster's consecutive-failure breaker is open.
+    #[error("cluster {0} is failing; its circuit breaker is open")]
+    CircuitOpen(String),
+    /// One of the cluster's circuit-breaker limits is reached (`reason` is `overflow-<which>`).
+    #[error("cluster {cluster} is at its {reason} limit")]
+    Overflow {
+        cluster: String,
+        reason: &'static str,
+    },
     /// A reload made this connection's listener stop serving HTTP; the client must reconnect.
     #[error("this listener no longer serves HTTP; reconnect")]
     ListenerChanged,
@@ -68,8 +83,13 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoEndpoint(_) | ProxyError::ListenerChanged => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ProxyError::NoEndpoint(_)
+            | ProxyError::ListenerChanged
+            | ProxyError::CircuitOpen(_)
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::FaultAbort { http, .. } => {
+                StatusCode::from_u16(*http).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ConnectFailed { .. }
@@ -108,6 +128,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body-too-large",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::ListenerChanged => "listener-changed",
+            ProxyError::RateLimited(_) => "rate-limited",
+            ProxyError::FaultAbort { .. } => "fault-injected",
+            ProxyError::CircuitOpen(_) => "circuit-open",
+            ProxyError::Overflow { reason, .. } => reason,
         }
     }
 
@@ -121,7 +145,12 @@ impl ProxyError {
             | ProxyError::ConnectFailed { .. }
             | ProxyError::Handshake { .. }
             | ProxyError::UpstreamReset(_)
-            | ProxyError::ListenerChanged => Code::Unavailable,
+            | ProxyError::ListenerChanged
+            | ProxyError::CircuitOpen(_)
+            | ProxyError::Overflow { .. } => Code::Unavailable,
+            ProxyError::RateLimited(_) => Code::ResourceExhausted,
+            // Only reached without a configured gRPC status (see `to_grpc_response`).
+            ProxyError::FaultAbort { .. } => Code::Unavailable,
             ProxyError::UpstreamTimeout(_)
             | ProxyError::DeadlineExceeded(_)
             | ProxyError::RequestBodyTimeout(_) => Code::DeadlineExceeded,
@@ -192,7 +221,18 @@ impl ProxyError {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        self.add_retry_after(headers);
         resp
+    }
+
+    /// A rate-limited client learns when to come back (RFC 9110 section 10.2.3).
+    fn add_retry_after(&self, headers: &mut http::HeaderMap) {
+        if let ProxyError::RateLimited(wait) = self {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                crate::ratelimit::retry_after_header(*wait),
+            );
+        }
     }
 
     /// The response sent to a gRPC client in place of an upstream one: trailers-only (HTTP 200,
@@ -203,12 +243,19 @@ impl ProxyError {
         let mut resp = Response::new(B::default());
         let headers = resp.headers_mut();
         headers.insert(http::header::CONTENT_TYPE, grpc::CONTENT_TYPE_GRPC);
-        headers.insert(grpc::GRPC_STATUS, self.grpc_code().header_value());
+        let status = match self {
+            ProxyError::FaultAbort {
+                grpc: Some(code), ..
+            } => HeaderValue::from(*code),
+            _ => self.grpc_code().header_value(),
+        };
+        headers.insert(grpc::GRPC_STATUS, status);
         headers.insert(
             grpc::GRPC_MESSAGE,
             grpc::encode_message(&format!("remora: {}: {}", self.reason(), self)),
         );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.reason()));
+        self.add_retry_after(headers);
         resp
     }
 }

@@ -7,15 +7,20 @@
 //! records metrics ([`metrics`]) and the access log ([`access_log`]). [`error`] is the one place
 //! proxy failures become responses; [`grpc`] knows gRPC calls (deadlines, statuses), and
 //! [`http::upgrade`] tunnels HTTP/1.1 upgrades. [`admin`] serves health, metrics and introspection.
+//! Resilience rules, pure and testable on their own: [`retry`] (classification, backoff, budget),
+//! [`breaker`] (cluster limits, consecutive-failure breaker), [`fault`] (injection) and
+//! [`ratelimit`] (token buckets).
 
 pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod breaker;
 pub mod cli;
 pub mod context;
 pub mod detect;
 pub mod error;
+pub mod fault;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -26,7 +31,9 @@ pub mod http;
 pub mod io;
 pub mod metrics;
 pub mod observe;
+pub mod ratelimit;
 pub mod reload;
+pub mod retry;
 pub mod rng;
 pub mod route;
 pub mod server;

@@ -10,22 +10,26 @@
 //! there.
 
 mod balance;
+mod fault;
 mod health;
 mod item;
+mod retry;
 mod values;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use balance::{HashCookie, HashKey, LbPolicy, LoadBalancer, PeakEwma};
+pub use fault::{Fault, FaultAbort, FaultDelay, RateLimit};
 pub use health::{
     GrpcHealthCheck, HealthCheck, HttpHealthCheck, InitialState, OutlierDetection, TcpHealthCheck,
 };
 pub(crate) use item::ITEM_MARKER;
 pub use item::{Item, Pos};
+pub use retry::{Backoff, CircuitBreakers, FailureBreaker, RetryBudget, RetryOn, RetryPolicy};
 pub use values::{
-    ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, Percent, SizeLimit,
-    StatusRange, Toggle,
+    ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, Percent, Rate,
+    SizeLimit, StatusRange, Timestamp, Toggle,
 };
 pub(crate) use values::{ONE_OR_MANY_MARKER, TOGGLE_MARKER};
 
@@ -167,6 +171,10 @@ pub struct Listener {
     /// connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detect_timeout: Field<DurationValue>,
+    /// Limit what the listener takes: requests on an http listener, connections on tcp and
+    /// auto listeners. Left out: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Field<RateLimit>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -210,6 +218,16 @@ pub struct Route {
     /// Changes to the response before it is returned to the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_headers: Field<HeaderRewrite>,
+    /// How failed requests on this route are retried. Left out: the `retries` of the
+    /// cluster each request goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Field<RetryPolicy>,
+    /// Delays and errors injected on purpose, for testing. Left out: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Field<Fault>,
+    /// Limit the requests this route takes, on top of any listener limit. Left out: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Field<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -324,6 +342,16 @@ pub struct Cluster {
     /// Take endpoints that fail real requests out of service for a while. On by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Field<OutlierDetection>,
+    /// How failed requests to this cluster are retried, for routes without `retries` of
+    /// their own. Left out: connect failures and refused streams are retried once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Field<RetryPolicy>,
+    /// The most retries may add to the cluster's load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Field<RetryBudget>,
+    /// Limits past which requests to the cluster fail at once instead of queueing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Field<CircuitBreakers>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -15,7 +15,8 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::Item;
-use crate::units::{self, DurationError, PercentError};
+use crate::timestamp;
+use crate::units::{self, DurationError, PercentError, RateError};
 
 const NUMBER: &str = r"([0-9]+(\.[0-9]*)?|\.[0-9]+)";
 const DURATION_UNIT: &str = "(h|ms|m|s|us|µs|ns)";
@@ -33,6 +34,13 @@ fn size_pattern() -> String {
 fn percent_pattern() -> String {
     format!(r"^\s*{NUMBER}\s*%\s*$")
 }
+
+fn rate_pattern() -> String {
+    format!(r"^\s*{NUMBER}\s*/\s*(s|m|h)\s*$")
+}
+
+const TIMESTAMP_PATTERN: &str =
+    r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?([Zz]|[+-]00:00)\s*$";
 
 const STATUS_RANGE_PATTERN: &str = r"^\s*[0-9]+\s*(-\s*[0-9]+\s*)?$";
 
@@ -234,6 +242,107 @@ impl JsonSchema for Percent {
             "type": "string",
             "pattern": percent_pattern(),
             "examples": ["10%", "50%", "12.5%"],
+        })
+    }
+}
+
+/// A rate per second, minute or hour: `100/s`, `2.5/s`, `600/m`, `1/h`. Holds the rate per
+/// second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate(pub f64);
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&units::format_rate(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Rate;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate such as '100/s'")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Rate, E> {
+                units::parse_rate(v).map(Rate).map_err(E::custom)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Rate, E> {
+                Err(E::custom(RateError::NoUnit(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for Rate {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": rate_pattern(),
+            "examples": ["100/s", "2.5/s", "600/m"],
+        })
+    }
+}
+
+/// A moment as an RFC 3339 date and time in UTC: `2026-12-01T00:00:00Z`. Holds seconds since
+/// the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub u64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&timestamp::format_timestamp(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Timestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a UTC date and time such as '2026-12-01T00:00:00Z'")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                timestamp::parse_timestamp(v)
+                    .map(Timestamp)
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "date-time",
+            "pattern": TIMESTAMP_PATTERN,
+            "examples": ["2026-12-01T00:00:00Z"],
         })
     }
 }
@@ -540,6 +649,30 @@ mod tests {
         }
         for bad in ["10", "0.5", "%", "-1%", "10%%"] {
             assert!(!percent.is_match(bad), "{bad}");
+        }
+        let rate = regex::Regex::new(&rate_pattern()).unwrap();
+        for ok in ["100/s", "2.5/s", " 30 / m ", ".5/h"] {
+            assert!(rate.is_match(ok), "{ok}");
+            assert!(units::parse_rate(ok).is_ok(), "{ok}");
+        }
+        for bad in ["100", "100/d", "/s", "-1/s", "1e3/s"] {
+            assert!(!rate.is_match(bad), "{bad}");
+        }
+        let time = regex::Regex::new(TIMESTAMP_PATTERN).unwrap();
+        for ok in [
+            "2026-12-01T00:00:00Z",
+            "2026-12-01t00:00:00.000z",
+            "2026-12-01 00:00:00+00:00",
+        ] {
+            assert!(time.is_match(ok), "{ok}");
+            assert!(timestamp::parse_timestamp(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2026-12-01",
+            "2026-12-01T00:00:00",
+            "2026-12-01T01:00:00+01:00",
+        ] {
+            assert!(!time.is_match(bad), "{bad}");
         }
         let status = regex::Regex::new(STATUS_RANGE_PATTERN).unwrap();
         for ok in ["200", "200-299", "200 - 299"] {

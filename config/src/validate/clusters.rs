@@ -1,8 +1,9 @@
-//! `clusters:` and their endpoints; load balancing, health checks and outlier detection have
-//! rooms of their own.
+//! `clusters:` and their endpoints; load balancing, health checks, outlier detection,
+//! retries and circuit breakers have rooms of their own.
 
 use super::{
-    Cx, Names, addr, balance, check_weights, elements, health, join, name_text, outlier, value,
+    Cx, Names, addr, balance, breaker, check_weights, elements, health, join, name_text, outlier,
+    retry, value,
 };
 use crate::defaults::{self, ranges};
 use crate::model;
@@ -64,6 +65,15 @@ fn cluster(
         raw.health_check.is_some(),
         &join(path, "outlier_detection"),
     );
+    let retries = match &raw.retries {
+        None => Some(model::RetryPolicy::default()),
+        // Routes to the cluster may have other timeouts, so per_try_timeout is only checked
+        // against its range here.
+        Some(item) => retry::retries(cx, item, &join(path, "retries"), None),
+    };
+    let retry_budget = retry::retry_budget(cx, &raw.retry_budget, &join(path, "retry_budget"));
+    let circuit_breakers =
+        breaker::circuit_breakers(cx, &raw.circuit_breakers, &join(path, "circuit_breakers"));
     Some(model::Cluster {
         name: name?,
         protocol,
@@ -73,6 +83,9 @@ fn cluster(
         load_balancer: load_balancer?,
         health_check: health_check?,
         outlier_detection: outlier_detection?,
+        retries: retries?,
+        retry_budget: retry_budget?,
+        circuit_breakers: circuit_breakers?,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Cx, Names, addr, elements, join, name_text, routes, value};
+use super::{Cx, Names, addr, elements, join, name_text, rate_limit, routes, value};
 use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, ListenerProtocol, Pos};
@@ -78,11 +78,13 @@ fn listener(
         Some((raw::Direction::Outbound, _)) => model::Direction::Outbound,
     };
     let kind = kind(cx, raw, pos, path);
+    let rate_limit = rate_limit::rate_limit(cx, &raw.rate_limit, &join(path, "rate_limit"));
     Some(model::Listener {
         name: name?,
         address: address?,
         direction,
         kind: kind?,
+        rate_limit: rate_limit?,
     })
 }
 

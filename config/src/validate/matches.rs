@@ -166,7 +166,7 @@ fn method(cx: &Cx, item: &Item<String>, path: &str) -> Option<Method> {
     }
 }
 
-fn header_matches(
+pub(super) fn header_matches(
     cx: &Cx,
     list: &raw::List<raw::HeaderMatch>,
     path: &str,

@@ -7,12 +7,16 @@
 
 mod addr;
 mod balance;
+mod breaker;
 mod clusters;
+mod fault;
 mod headers;
 mod health;
 mod listeners;
 mod matches;
 mod outlier;
+mod rate_limit;
+mod retry;
 mod routes;
 
 use std::path::PathBuf;
@@ -229,6 +233,36 @@ fn only_one(
             cx.report(*at, &join(path, name), format!("set only one of {names}"));
             None
         }
+    }
+}
+
+/// One of two durations that must be in order, for [`in_order`].
+struct Bound<'f> {
+    field: &'f Field<DurationValue>,
+    name: &'static str,
+    /// The value in effect: the one written, or the default.
+    value: Duration,
+    range: (Duration, Duration),
+}
+
+/// Reports `low` above `high` (unless either is out of its range, which was reported
+/// already): at `high` if it was written, else at `low`, whose message then says that `high`
+/// is the default. `why` ends the message at `high`.
+fn in_order(cx: &Cx, low: Bound, high: Bound, path: &str, why: &str) {
+    let in_range = |b: &Bound| (b.range.0..=b.range.1).contains(&b.value);
+    if low.value <= high.value || !in_range(&low) || !in_range(&high) {
+        return;
+    }
+    let (low_text, high_text) = (format_duration(low.value), format_duration(high.value));
+    if let Some(pos) = pos_of(high.field) {
+        let msg = format!("{high_text} is shorter than {} ({low_text}){why}", low.name);
+        cx.report(pos, &join(path, high.name), msg);
+    } else if let Some(pos) = pos_of(low.field) {
+        let msg = format!(
+            "{low_text} is longer than {} ({high_text}, the default); raise {} too",
+            high.name, high.name
+        );
+        cx.report(pos, &join(path, low.name), msg);
     }
 }
 

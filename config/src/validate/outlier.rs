@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use super::{Cx, join, pos_of, value};
+use super::{Bound, Cx, in_order, join, value};
 use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, Field};
-use crate::units::format_duration;
 
 /// `Some(None)` when detection is turned off; `None` if the section is invalid. A cluster
 /// without the section gets the defaults. `has_health_check` says whether the cluster has a
@@ -43,7 +42,27 @@ pub(super) fn outlier_detection(
         "max_ejection_time",
         defaults::MAX_EJECTION_TIME,
     );
-    base_within_max(cx, raw, base_ejection_time, max_ejection_time, path);
+    let bound = |field, name, value| Bound {
+        field,
+        name,
+        value,
+        range: ranges::EJECTION_TIME,
+    };
+    in_order(
+        cx,
+        bound(
+            &raw.base_ejection_time,
+            "base_ejection_time",
+            base_ejection_time,
+        ),
+        bound(
+            &raw.max_ejection_time,
+            "max_ejection_time",
+            max_ejection_time,
+        ),
+        path,
+        ", which the first ejection already lasts",
+    );
     let require_health_check_to_return = value(&raw.require_health_check_to_return)
         .map_or(defaults::REQUIRE_HEALTH_CHECK_TO_RETURN, |(r, _)| *r);
     if let Some((true, pos)) = value(&raw.require_health_check_to_return)
@@ -76,34 +95,4 @@ pub(super) fn outlier_detection(
     };
     // Settings are still checked when detection is off, so turning it back on is safe.
     Some(enabled.then_some(detection))
-}
-
-/// The first ejection lasts `base`, so `max` below it could never hold. Reported at whichever
-/// of the two was written (`max` if both were).
-fn base_within_max(
-    cx: &Cx,
-    raw: &raw::OutlierDetection,
-    base: Duration,
-    max: Duration,
-    path: &str,
-) {
-    let (min, limit) = ranges::EJECTION_TIME;
-    let in_range = |d: Duration| (min..=limit).contains(&d);
-    if base <= max || !in_range(base) || !in_range(max) {
-        return;
-    }
-    let (base_text, max_text) = (format_duration(base), format_duration(max));
-    if let Some(pos) = pos_of(&raw.max_ejection_time) {
-        let msg = format!(
-            "{max_text} is shorter than base_ejection_time ({base_text}), which the first \
-             ejection already lasts"
-        );
-        cx.report(pos, &join(path, "max_ejection_time"), msg);
-    } else if let Some(pos) = pos_of(&raw.base_ejection_time) {
-        let msg = format!(
-            "{base_text} is longer than max_ejection_time ({max_text}, the default); raise \
-             max_ejection_time too"
-        );
-        cx.report(pos, &join(path, "base_ejection_time"), msg);
-    }
 }

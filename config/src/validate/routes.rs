@@ -1,7 +1,10 @@
 //! The routes of an HTTP (or auto) listener: names, where traffic goes, timeouts and header
-//! rewrites.
+//! rewrites; retries, faults and rate limits have rooms of their own.
 
-use super::{Cx, Names, check_weights, elements, headers, join, matches, name_text};
+use super::retry::{self, RouteTimeout};
+use super::{
+    Cx, Names, check_weights, elements, fault, headers, join, matches, name_text, rate_limit,
+};
 use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, Pos};
@@ -61,6 +64,18 @@ fn route(
         headers::rewrite(cx, &raw.request_headers, &join(path, "request_headers"));
     let response_headers =
         headers::rewrite(cx, &raw.response_headers, &join(path, "response_headers"));
+    let retries = match &raw.retries {
+        None => Some(None),
+        Some(item) => {
+            let route_timeout = known_timeout(raw, timeout);
+            retry::retries(cx, item, &join(path, "retries"), route_timeout).map(Some)
+        }
+    };
+    let fault = match &raw.fault {
+        None => Some(None),
+        Some(item) => fault::fault(cx, item, &join(path, "fault")).map(Some),
+    };
+    let rate_limit = rate_limit::rate_limit(cx, &raw.rate_limit, &join(path, "rate_limit"));
     Some(model::Route {
         name: name?,
         matches: matches?,
@@ -68,6 +83,19 @@ fn route(
         timeout,
         request_headers: request_headers?,
         response_headers: response_headers?,
+        retries: retries?,
+        fault: fault?,
+        rate_limit: rate_limit?,
+    })
+}
+
+/// The route's timeout, unless it is invalid (then nothing is compared with it).
+fn known_timeout(raw: &raw::Route, timeout: std::time::Duration) -> Option<RouteTimeout> {
+    let (min, max) = ranges::ROUTE_TIMEOUT;
+    let valid = raw.timeout.as_ref().is_none_or(|item| item.get().is_some());
+    (valid && (min..=max).contains(&timeout)).then_some(RouteTimeout {
+        value: timeout,
+        written: raw.timeout.is_some(),
     })
 }
 

@@ -235,6 +235,9 @@ mod tests {
                 policy: LbPolicy::RoundRobin,
                 panic_threshold: 0.5,
             },
+            retries: Default::default(),
+            retry_budget: Default::default(),
+            circuit_breakers: Default::default(),
             health_check: Some(HealthCheck {
                 kind: HealthCheckKind::Tcp {
                     send: None,

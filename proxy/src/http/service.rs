@@ -138,10 +138,14 @@ async fn forward(
             tokio::time::timeout_at(deadline, send).await
         }
         (None, UpstreamProtocol::Http1) => {
-            tokio::time::timeout_at(deadline, pool::send_http1(cluster, ep, req)).await
+            tokio::time::timeout_at(deadline, pool::send_http1(cluster, ep, req))
+                .await
+                .map(|r| r.map_err(|f| f.error))
         }
         (None, UpstreamProtocol::Http2) => {
-            tokio::time::timeout_at(deadline, pool::send_http2(cluster, ep, req)).await
+            tokio::time::timeout_at(deadline, pool::send_http2(cluster, ep, req))
+                .await
+                .map(|r| r.map_err(|f| f.error))
         }
     };
     let mut resp = match result {

@@ -121,27 +121,48 @@ impl Pool {
     }
 }
 
+/// An attempt that failed. `unsent` gives the request back when it never reached the
+/// upstream, so a retry can send it as it is.
+pub struct Failed {
+    pub error: ProxyError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl Failed {
+    fn sent(error: ProxyError) -> Self {
+        Failed {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 pub async fn send_http1(
     cluster: &Arc<ClusterRt>,
     ep: usize,
     mut req: Request<RequestBody>,
-) -> Result<Response<PooledBody>, ProxyError> {
+) -> Result<Response<PooledBody>, Failed> {
     let pool = cluster.pool(ep);
     loop {
         let (mut conn, reused) = match pool.take_h1(cluster.idle_timeout).await {
             Some(c) => (c, true),
             // Boxed: connecting is the rare path, and its future would otherwise make every
             // request's future (and every move of it) several hundred bytes larger.
-            None => (
-                Box::pin(connect::http1(cluster, cluster.endpoints[ep].address)).await?,
-                false,
-            ),
+            None => match Box::pin(connect::http1(cluster, cluster.endpoints[ep].address)).await {
+                Ok(c) => (c, false),
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        unsent: Some(req),
+                    });
+                }
+            },
         };
         match conn.send(req).await {
             Ok(resp) => {
                 // Ambiguous framing: 502, and the connection (dropped here) is never reused.
                 if let Some(problem) = crate::framing::response_problem(resp.headers()) {
-                    return Err(ProxyError::UpstreamInvalid(problem));
+                    return Err(Failed::sent(ProxyError::UpstreamInvalid(problem)));
                 }
                 let ret = Return {
                     cluster: cluster.clone(),
@@ -153,7 +174,7 @@ pub async fn send_http1(
                 // the head still gets a 502 instead of a 200 that dies.
                 std::future::poll_fn(|cx| Poll::Ready(resp.body_mut().peek(cx)))
                     .await
-                    .map_err(ProxyError::UpstreamBadResponse)?;
+                    .map_err(|e| Failed::sent(ProxyError::UpstreamBadResponse(e)))?;
                 return Ok(resp);
             }
             // A pooled connection the server closed while it sat idle: the request was never
@@ -161,7 +182,13 @@ pub async fn send_http1(
             Err(mut e) if reused && e.message().is_some() => {
                 req = e.take_message().expect("checked above");
             }
-            Err(e) => return Err(ProxyError::from_upstream(e.into_error())),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                return Err(Failed {
+                    error: ProxyError::from_upstream(e.into_error()),
+                    unsent,
+                });
+            }
         }
     }
 }
@@ -170,14 +197,22 @@ pub async fn send_http2(
     cluster: &Arc<ClusterRt>,
     ep: usize,
     mut req: Request<RequestBody>,
-) -> Result<Response<PooledBody>, ProxyError> {
+) -> Result<Response<PooledBody>, Failed> {
     let pool = cluster.pool(ep);
     let mut retried = false;
     loop {
         let mut sender = match pool.h2_sender() {
             Some(s) => s,
             // Boxed for the same reason as the HTTP/1.1 connect.
-            None => Box::pin(pool.h2_connect(cluster, ep)).await?,
+            None => match Box::pin(pool.h2_connect(cluster, ep)).await {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        unsent: Some(req),
+                    });
+                }
+            },
         };
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok(resp.map(|inner| PooledBody::new(inner, Upstream::Task))),
@@ -186,7 +221,13 @@ pub async fn send_http2(
                 retried = true;
                 req = e.take_message().expect("checked above");
             }
-            Err(e) => return Err(ProxyError::from_upstream(e.into_error())),
+            Err(mut e) => {
+                let unsent = e.take_message();
+                return Err(Failed {
+                    error: ProxyError::from_upstream(e.into_error()),
+                    unsent,
+                });
+            }
         }
     }
 }
