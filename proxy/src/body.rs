@@ -139,6 +139,11 @@ impl RequestBody {
         capture
     }
 
+    /// A body with nothing in it, for a retry of a request that had none.
+    pub fn empty() -> Self {
+        RequestBody::replay(VecDeque::new())
+    }
+
     /// A body that sends `frames` again.
     fn replay(frames: VecDeque<Frame<Bytes>>) -> Self {
         RequestBody {

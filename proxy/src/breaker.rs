@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt};
 use remora_config::model::{self, CircuitBreakers};
+use tokio::sync::{Notify, futures::Notified};
 use tokio::time::Instant;
 
 use crate::retry::backoff::backoff_cap;
@@ -24,6 +26,13 @@ pub struct Limit {
     /// Atomic so a config reload can change it under permits already held.
     max: AtomicU32,
     current: AtomicU32,
+    /// Mirrors of `current` and `max` on /metrics, when the limit belongs to a cluster.
+    gauges: Option<(Gauge, Gauge)>,
+    /// Woken when a permit is given back, for limits that have waiters (connections: a request
+    /// at the cap waits, as a pending request, for a connection to free up).
+    freed: Option<Notify>,
+    /// How many wait in [`Limit::freed`]: waking costs a lock, so it is skipped when nobody does.
+    waiting: AtomicU32,
 }
 
 /// One unit of a [`Limit`], given back when dropped.
@@ -35,10 +44,47 @@ pub struct Permit {
 
 impl Limit {
     pub fn new(max: u32) -> Arc<Self> {
+        Limit::build(max, None, false)
+    }
+
+    /// A limit shown on /metrics as `used` and `max`; with `wakes`, one that can be waited
+    /// for ([`Limit::freed`]).
+    pub fn observed(max: u32, used: Gauge, max_gauge: Gauge, wakes: bool) -> Arc<Self> {
+        max_gauge.set(i64::from(max));
+        Limit::build(max, Some((used, max_gauge)), wakes)
+    }
+
+    fn build(max: u32, gauges: Option<(Gauge, Gauge)>, wakes: bool) -> Arc<Self> {
         Arc::new(Limit {
             max: AtomicU32::new(max),
             current: AtomicU32::new(0),
+            gauges,
+            freed: wakes.then(Notify::new),
+            waiting: AtomicU32::new(0),
         })
+    }
+
+    /// Resolves when a permit is given back (or [`Limit::wake`] is called); never for a limit
+    /// built without `wakes`. Enable the future before checking again, so that a wake between
+    /// the check and the await is not lost.
+    pub fn freed(&self) -> Option<Notified<'_>> {
+        self.freed.as_ref().map(Notify::notified)
+    }
+
+    /// Counts the caller as waiting until the guard drops, so that [`Limit::wake`] wakes it.
+    pub fn waiter(&self) -> Waiter<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiter(self)
+    }
+
+    /// Wakes whoever waits in [`Limit::freed`]: called when a permit comes back, and when
+    /// something they wait for (an idle connection) became available without one coming back.
+    pub fn wake(&self) {
+        if let Some(n) = &self.freed
+            && self.waiting.load(Ordering::SeqCst) > 0
+        {
+            n.notify_waiters();
+        }
     }
 
     /// A permit, or `None` when `max` are already out.
@@ -49,6 +95,9 @@ impl Limit {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
+        if let Some((used, _)) = &self.gauges {
+            used.inc();
+        }
         Some(Permit {
             limit: self.clone(),
         })
@@ -67,12 +116,30 @@ impl Limit {
     /// no more are given.
     pub fn set_max(&self, max: u32) {
         self.max.store(max, Ordering::Relaxed);
+        if let Some((_, max_gauge)) = &self.gauges {
+            max_gauge.set(i64::from(max));
+        }
+        // A higher cap may admit someone waiting.
+        self.wake();
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         self.limit.current.fetch_sub(1, Ordering::AcqRel);
+        if let Some((used, _)) = &self.limit.gauges {
+            used.dec();
+        }
+        self.limit.wake();
+    }
+}
+
+/// One waiter on a [`Limit`], counted until dropped.
+pub struct Waiter<'a>(&'a Limit);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -86,6 +153,24 @@ pub enum Overflow {
 }
 
 impl Overflow {
+    /// In the order of the gauges [`Limits::observed`] takes.
+    pub const ALL: [Overflow; 4] = [
+        Overflow::Connections,
+        Overflow::PendingRequests,
+        Overflow::Requests,
+        Overflow::Retries,
+    ];
+
+    /// The `resource` label of the circuit-breaker metrics.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Overflow::Connections => "connections",
+            Overflow::PendingRequests => "pending_requests",
+            Overflow::Requests => "requests",
+            Overflow::Retries => "retries",
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Overflow::Connections => "overflow-connections",
@@ -116,6 +201,20 @@ impl Limits {
             pending_requests: Limit::new(config.max_pending_requests),
             requests: Limit::new(config.max_requests),
             retries: Limit::new(config.max_retries),
+        }
+    }
+
+    /// The limits of a cluster, mirrored on /metrics by `gauges` (used, max) in the order of
+    /// [`Overflow::ALL`]. Connections can be waited for.
+    pub fn observed(config: &CircuitBreakers, gauges: &[(Gauge, Gauge); 4]) -> Self {
+        let limit = |max, i: usize, wakes| {
+            Limit::observed(max, gauges[i].0.clone(), gauges[i].1.clone(), wakes)
+        };
+        Limits {
+            connections: limit(config.max_connections, 0, true),
+            pending_requests: limit(config.max_pending_requests, 1, false),
+            requests: limit(config.max_requests, 2, false),
+            retries: limit(config.max_retries, 3, false),
         }
     }
 
@@ -184,6 +283,8 @@ pub struct FailureBreaker {
     /// Consecutive failures while closed.
     failures: AtomicU32,
     inner: Mutex<Inner>,
+    /// `remora_circuit_breaker_state`: 0 closed, 1 open, 2 half-open.
+    gauge: Option<Gauge>,
 }
 
 #[derive(Debug)]
@@ -209,6 +310,24 @@ impl FailureBreaker {
                 openings: 0,
                 rng,
             }),
+            gauge: None,
+        }
+    }
+
+    /// Shows the state on `gauge` (0 closed, 1 open, 2 half-open).
+    pub fn with_gauge(mut self, gauge: Gauge) -> Self {
+        gauge.set(0);
+        self.gauge = Some(gauge);
+        self
+    }
+
+    fn show(&self, state: State) {
+        if let Some(g) = &self.gauge {
+            g.set(match state {
+                State::Closed => 0,
+                State::Open { .. } => 1,
+                State::HalfOpen => 2,
+            });
         }
     }
 
@@ -223,6 +342,7 @@ impl FailureBreaker {
             State::Open { .. } => {
                 inner.state = State::HalfOpen;
                 inner.trial_since = Some(now);
+                self.show(State::HalfOpen);
                 Admission::Trial
             }
             State::HalfOpen => {
@@ -269,6 +389,7 @@ impl FailureBreaker {
                 inner.openings = 0;
                 self.failures.store(0, Ordering::Release);
                 self.closed.store(true, Ordering::Release);
+                self.show(State::Closed);
             }
             (State::HalfOpen, false) => self.open(&mut inner, now),
         }
@@ -286,6 +407,7 @@ impl FailureBreaker {
         };
         inner.trial_since = None;
         self.closed.store(false, Ordering::Release);
+        self.show(inner.state);
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {

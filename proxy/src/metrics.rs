@@ -58,6 +58,19 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub cluster: String,
+    pub resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub listener: String,
+    pub route: String,
+    pub kind: &'static str,
+}
+
 /// Latency buckets in seconds, from 0.5 ms (a loopback hop) to 30 s (past any sane timeout).
 const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
@@ -94,6 +107,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge,
     health: HealthFamilies,
+    resilience: ResilienceFamilies,
 }
 
 impl Metrics {
@@ -204,7 +218,9 @@ impl Metrics {
         );
         last_reload_success.set(1);
         let health = HealthFamilies::register(&mut registry);
+        let resilience = ResilienceFamilies::register(&mut registry);
         Arc::new(Metrics {
+            resilience,
             registry,
             tcp_duration,
             detections,
@@ -265,6 +281,54 @@ impl Metrics {
                 tx: self.upstream_tx.get_or_create_owned(&labels),
             },
         }
+    }
+
+    /// A cluster's retry, circuit-breaker and failure-breaker series.
+    pub fn cluster_resilience(&self, cluster: &str) -> ClusterResilienceMetrics {
+        let r = &self.resilience;
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        let by_resource = |resource| BreakerLabels {
+            cluster: cluster.to_owned(),
+            resource,
+        };
+        let resources = crate::breaker::Overflow::ALL.map(|o| o.resource());
+        ClusterResilienceMetrics {
+            retries: r.retries.get_or_create_owned(&labels),
+            budget_exhausted: r.budget_exhausted.get_or_create_owned(&labels),
+            hedges: r.hedges.get_or_create_owned(&labels),
+            limits: resources.map(|res| {
+                (
+                    r.breaker_used.get_or_create_owned(&by_resource(res)),
+                    r.breaker_max.get_or_create_owned(&by_resource(res)),
+                )
+            }),
+            overflows: resources.map(|res| r.overflows.get_or_create_owned(&by_resource(res))),
+            state: r.breaker_state.get_or_create_owned(&labels),
+        }
+    }
+
+    /// `remora_faults_injected_total` for a route: (delay, abort).
+    pub fn faults(&self, listener: &str, route: &str) -> (Counter, Counter) {
+        let counter = |kind| {
+            self.resilience.faults.get_or_create_owned(&FaultLabels {
+                listener: listener.to_owned(),
+                route: route.to_owned(),
+                kind,
+            })
+        };
+        (counter("delay"), counter("abort"))
+    }
+
+    /// `remora_rate_limited_total` for a route, or for a listener's own limit (route "").
+    pub fn rate_limited(&self, listener: &str, route: &str) -> Counter {
+        self.resilience
+            .rate_limited
+            .get_or_create_owned(&RouteLabels {
+                listener: listener.to_owned(),
+                route: route.to_owned(),
+            })
     }
 
     pub fn status_counters(
@@ -547,5 +611,103 @@ impl CheckFailureCounters {
 
     pub fn get(&self, reason: crate::health::FailureReason) -> u64 {
         self.0[reason as usize].get()
+    }
+}
+
+/// Retries, circuit breakers, faults and rate limits.
+struct ResilienceFamilies {
+    retries: Family<ClusterLabels, Counter>,
+    budget_exhausted: Family<ClusterLabels, Counter>,
+    hedges: Family<ClusterLabels, Counter>,
+    breaker_used: Family<BreakerLabels, Gauge>,
+    breaker_max: Family<BreakerLabels, Gauge>,
+    overflows: Family<BreakerLabels, Counter>,
+    breaker_state: Family<ClusterLabels, Gauge>,
+    faults: Family<FaultLabels, Counter>,
+    rate_limited: Family<RouteLabels, Counter>,
+}
+
+impl ResilienceFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = ResilienceFamilies {
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            hedges: Family::default(),
+            breaker_used: Family::default(),
+            breaker_max: Family::default(),
+            overflows: Family::default(),
+            breaker_state: Family::default(),
+            faults: Family::default(),
+            rate_limited: Family::default(),
+        };
+        registry.register(
+            "upstream_retries",
+            "Retry attempts sent to a cluster (not counting first attempts)",
+            f.retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the cluster's retry budget was spent",
+            f.budget_exhausted.clone(),
+        );
+        registry.register(
+            "upstream_hedges",
+            "Hedged attempts sent to a cluster because the first had not answered in time",
+            f.hedges.clone(),
+        );
+        registry.register(
+            "circuit_breaker_used",
+            "In use now against each circuit-breaker limit (connections, pending_requests, \
+             requests, retries)",
+            f.breaker_used.clone(),
+        );
+        registry.register(
+            "circuit_breaker_max",
+            "Each circuit-breaker limit as configured",
+            f.breaker_max.clone(),
+        );
+        registry.register(
+            "circuit_breaker_overflows",
+            "Requests failed fast with 503 because a circuit-breaker limit was reached",
+            f.overflows.clone(),
+        );
+        registry.register(
+            "circuit_breaker_state",
+            "The consecutive-failure breaker: 0 closed, 1 open, 2 half-open",
+            f.breaker_state.clone(),
+        );
+        registry.register(
+            "faults_injected",
+            "Faults injected by route config or fault headers, by kind (delay, abort)",
+            f.faults.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a local rate limit (route \"\" for a listener's own)",
+            f.rate_limited.clone(),
+        );
+        f
+    }
+}
+
+/// A cluster's resilience series, resolved when the cluster is built.
+#[derive(Clone, Debug)]
+pub struct ClusterResilienceMetrics {
+    pub retries: Counter,
+    pub budget_exhausted: Counter,
+    pub hedges: Counter,
+    /// (used, max) per limit, in the order of [`crate::breaker::Overflow::ALL`].
+    pub limits: [(Gauge, Gauge); 4],
+    pub overflows: [Counter; 4],
+    pub state: Gauge,
+}
+
+impl ClusterResilienceMetrics {
+    pub fn overflow(&self, which: crate::breaker::Overflow) {
+        let i = crate::breaker::Overflow::ALL
+            .iter()
+            .position(|&o| o == which)
+            .unwrap_or(0);
+        self.overflows[i].inc();
     }
 }

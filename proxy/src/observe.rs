@@ -33,6 +33,14 @@ pub struct Completion {
     /// Keeps the request counted as in flight at its endpoint (least-request balancing, the
     /// admin page) until the exchange is over.
     pub in_flight: Option<crate::health::InFlight>,
+    /// The cluster's `requests` circuit-breaker permit, held until the exchange is over.
+    pub permit: Option<crate::breaker::Permit>,
+    /// Attempts sent upstream (0 when none was).
+    pub attempts: u32,
+    /// A retry was not sent because the cluster's retry budget was spent.
+    pub budget_exhausted: bool,
+    /// The fault injected: "delay", "abort" or "delay+abort".
+    pub fault: Option<&'static str>,
     /// Captured only when the access log is on.
     log: Option<LogFields>,
     /// Set once the exchange has been counted, so that dropping it does not count it again.
@@ -76,6 +84,10 @@ impl Completion {
             upstream: None,
             request_body: None,
             in_flight: None,
+            permit: None,
+            attempts: 0,
+            budget_exhausted: false,
+            fault: None,
             log,
             recorded: false,
         }
@@ -163,6 +175,9 @@ impl Completion {
             }
             None => s.push_str("null"),
         }
+        let _ = write!(s, ",\"attempts\":{}", self.attempts);
+        s.push_str(",\"fault\":");
+        opt_str(&mut s, self.fault);
         let received = self
             .request_body
             .as_ref()

@@ -11,14 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use remora_config::model::{Config, Direction, HeaderRewrite, Limits, ListenerKind, Route};
+use remora_config::model::{
+    Config, Direction, Fault, HeaderRewrite, Limits, ListenerKind, RateLimit, Route,
+};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::balance::WeightedSplit;
+use crate::error::ProxyError;
 use crate::metrics::{ListenerMetrics, Metrics, StatusCounters};
+use crate::ratelimit::RateLimiter;
+use crate::retry::RouteRetry;
 use crate::route::RouteTable;
-use crate::upstream::ClusterRt;
+use crate::upstream::{ClusterRt, route_retry};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -37,6 +44,42 @@ pub struct ListenerRt {
     pub limits: Limits,
     /// hyper's connection builder, configured from `limits`.
     pub builder: Arc<crate::http::Builder>,
+    /// The listener's own rate limit: per request on HTTP, per connection on opaque TCP.
+    pub rate_limit: Option<RateLimitRt>,
+}
+
+/// A token bucket and the counter of what it refused.
+pub struct RateLimitRt {
+    bucket: RateLimiter,
+    refused: Counter,
+}
+
+impl RateLimitRt {
+    fn new(config: &RateLimit, refused: Counter, owner: &str) -> Option<Self> {
+        match RateLimiter::try_new(*config, Instant::now()) {
+            Ok(bucket) => Some(RateLimitRt { bucket, refused }),
+            // Validation refuses these; should one get through, no limit beats a panic.
+            Err(e) => {
+                tracing::error!(%owner, error = %e, "rate limit ignored");
+                None
+            }
+        }
+    }
+
+    /// A token, or 429 with how long until there is one (counted).
+    pub fn check(&self, now: Instant) -> Result<(), ProxyError> {
+        self.bucket.try_take(now).map_err(|wait| {
+            self.refused.inc();
+            ProxyError::RateLimited(wait)
+        })
+    }
+}
+
+/// A route's fault injection and its counters.
+pub struct FaultRt {
+    pub config: Fault,
+    pub delays: Counter,
+    pub aborts: Counter,
 }
 
 pub enum ListenerRtKind {
@@ -136,6 +179,10 @@ pub struct RouteRt {
     pub response_headers: HeaderRewrite,
     /// `remora_request_duration_seconds` for this route.
     pub latency: Histogram,
+    /// The route's own retry policy; `None` uses the cluster's.
+    pub retry: Option<RouteRetry>,
+    pub fault: Option<FaultRt>,
+    pub rate_limit: Option<RateLimitRt>,
 }
 
 pub struct BackendRt {
@@ -204,6 +251,9 @@ impl Snapshot {
                     metrics: metrics.listener(&l.name, direction),
                     limits: config.limits.clone(),
                     builder: builder.clone(),
+                    rate_limit: l.rate_limit.as_ref().and_then(|r| {
+                        RateLimitRt::new(r, metrics.rate_limited(&l.name, ""), &l.name)
+                    }),
                 })
             })
             .collect();
@@ -240,6 +290,18 @@ fn route_table(
             request_headers: r.request_headers.clone(),
             response_headers: r.response_headers.clone(),
             latency: metrics.route_latency(listener, &r.name),
+            retry: r.retries.as_ref().map(|p| route_retry(p, &r.name)),
+            fault: r.fault.as_ref().map(|f| {
+                let (delays, aborts) = metrics.faults(listener, &r.name);
+                FaultRt {
+                    config: f.clone(),
+                    delays,
+                    aborts,
+                }
+            }),
+            rate_limit: r.rate_limit.as_ref().and_then(|l| {
+                RateLimitRt::new(l, metrics.rate_limited(listener, &r.name), &r.name)
+            }),
         };
         (r.matches.clone(), Arc::new(rt))
     }))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::breaker::Overflow;
 use crate::context::ConnCtx;
 use crate::health::Outcome;
 use crate::http::watch;
@@ -21,8 +22,15 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
         .shared
         .metrics
         .tcp_duration(&listener.name, listener.direction.as_str());
-    drop(listener);
     let start = tokio::time::Instant::now();
+    // A listener's rate limit applies per connection on opaque TCP.
+    if let Some(limit) = &listener.rate_limit
+        && limit.check(start).is_err()
+    {
+        tracing::debug!(peer = %ctx.peer, listener = %listener.name, "rate limited; closing");
+        return;
+    }
+    drop(listener);
     let _record = scopeguard(move || duration.observe(start.elapsed().as_secs_f64()));
     let _open = OpenGuard::new(&metrics.open, &metrics.total);
 
@@ -42,6 +50,13 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
     };
     let ep = picked.index;
     let _in_flight = picked.in_flight;
+    let _permit = match cluster.acquire(Overflow::Connections) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
+            return;
+        }
+    };
     let addr = cluster.endpoints[ep].address;
     let upstream = match connect::tcp(&cluster, addr).await {
         Ok(s) => {

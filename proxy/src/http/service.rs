@@ -24,18 +24,33 @@ use remora_config::model::{Limits, UpstreamProtocol};
 use tokio::time::Instant;
 
 use super::upgrade::{self, TunnelSlot};
+use crate::body::Capture;
 use crate::body::{ObservedBody, ProxyBody, RequestBody};
+use crate::breaker::{Admission, Overflow};
 use crate::context::ConnCtx;
 use crate::error::ProxyError;
+use crate::fault::{self, Abort};
 use crate::grpc::{self, DeadlineBody};
 use crate::headers;
 use crate::health::Outcome;
 use crate::observe::Completion;
+use crate::retry::backoff::server_delay;
+use crate::retry::policy::{DEADLINE_MS, attempt_deadline, deadline_ms_header};
+use crate::retry::{Decision, Failed, Outcome as RetryOutcome, RouteRetry};
 use crate::rng::ThreadRng;
 use crate::route::RequestView;
+use crate::snapshot::FaultRt;
 use crate::snapshot::{ListenerRt, RouteRt};
 use crate::trace;
-use crate::upstream::{PickInput, pool};
+use crate::upstream::{ClusterRt, PickInput, pool};
+use remora_config::model::RetryOn;
+use std::time::SystemTime;
+
+/// The attempts a response took (the first included).
+pub const ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-remora-attempts");
+/// Set when a retry was skipped because the cluster's retry budget was spent.
+pub const BUDGET_EXHAUSTED: http::HeaderName =
+    http::HeaderName::from_static("x-remora-retry-budget-exhausted");
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
@@ -55,7 +70,7 @@ pub async fn handle(
         Some(err) => Err(err),
         None => forward(&ctx, &listener, &tunnels, req, start, call, &mut done).await,
     };
-    let resp = match outcome {
+    let mut resp = match outcome {
         Ok(resp) => resp,
         Err(err) => {
             tracing::debug!(listener = %listener.name, error = %err, "proxy error response");
@@ -72,6 +87,15 @@ pub async fn handle(
             resp
         }
     };
+    // How many attempts it took, on proxied and generated responses alike.
+    if done.attempts > 0 {
+        resp.headers_mut()
+            .insert(ATTEMPTS, HeaderValue::from(done.attempts));
+    }
+    if done.budget_exhausted {
+        resp.headers_mut()
+            .insert(BUDGET_EXHAUSTED, HeaderValue::from_static("true"));
+    }
     done.status = resp.status();
     Ok(resp.map(|body| ObservedBody::new(body, done)))
 }
@@ -89,10 +113,47 @@ async fn forward(
     check_limits(&req, limits)?;
     crate::framing::check_head(req.headers())?;
     crate::framing::check_target(&req)?;
-
-    let (route, backend, ep, set_cookie) = choose(ctx, listener, &req, done)?;
-    let cluster = &route.backends[backend].cluster;
+    if let Some(limit) = &listener.rate_limit {
+        limit.check(start)?;
+    }
+    let (route, backend) = choose_route(listener, &req, done)?;
+    if let Some(limit) = &route.rate_limit {
+        limit.check(start)?;
+    }
+    let is_grpc = call.is_some() || grpc::is_grpc(req.headers());
+    if let Some(fault) = &route.fault {
+        inject_fault(fault, &req, is_grpc, done).await?;
+    }
+    // The route timeout runs from here: an injected delay stands in for the caller's own
+    // latency, not the upstream's. A gRPC deadline and a previous hop's deadline are absolute.
+    let routed = Instant::now();
+    let cluster = route.backends[backend].cluster.clone();
+    if let Some(breaker) = &cluster.breaker
+        && breaker.admit(routed) == Admission::Rejected
+    {
+        return Err(ProxyError::CircuitOpen(cluster.name.clone()));
+    }
+    done.permit = Some(cluster.acquire(Overflow::Requests)?);
+    let input = PickInput {
+        headers: req.headers(),
+        uri: req.uri(),
+        client_ip: ctx.peer.ip(),
+    };
+    let picked = cluster.pick(&input, &mut ThreadRng)?;
+    let mut ep = picked.index;
+    done.upstream = Some(cluster.endpoints[ep].address);
+    done.in_flight = Some(picked.in_flight);
+    let set_cookie = picked.set_cookie;
     let addr = cluster.endpoints[ep].address;
+
+    // The earliest of the route timeout, the gRPC call's deadline and the previous hop's.
+    let mut deadline = Deadline::route(routed, route.timeout);
+    if let Some(c) = call {
+        deadline.cap(c.at, ProxyError::DeadlineExceeded(c.timeout));
+    }
+    if let Some(left) = hop_deadline(req.headers()) {
+        deadline.cap(start + left, ProxyError::UpstreamTimeout(left));
+    }
 
     let upgrade = upgrade::requested(&mut req);
     let asked_upgrade = upgrade.as_ref().map(|u| u.protocols.clone());
@@ -123,54 +184,46 @@ async fn forward(
             .error(limits.max_request_body_bytes, timeout)
             .unwrap_or(ProxyError::BadRequest("malformed request body")));
     }
-    let sent_at = Instant::now();
-    let req = Request::from_parts(parts, body);
-    // The response head must arrive within the route timeout, and within a gRPC call's own
-    // deadline when it has an earlier one.
-    let route_deadline = start + route.timeout;
-    let deadline = call.map_or(route_deadline, |c| c.at.min(route_deadline));
-    // One await per way of sending rather than a shared wrapper future: each layer of futures is
-    // another copy of the request state on every request.
-    let result = match (upgrade, cluster.protocol) {
-        // Boxed: upgrades are rare, and their future would enlarge every request's.
-        (Some(up), _) => {
-            let send = Box::pin(upgrade::send(cluster, addr, req, up, tunnels));
-            tokio::time::timeout_at(deadline, send).await
-        }
-        (None, UpstreamProtocol::Http1) => {
-            tokio::time::timeout_at(deadline, pool::send_http1(cluster, ep, req))
-                .await
-                .map(|r| r.map_err(|f| f.error))
-        }
-        (None, UpstreamProtocol::Http2) => {
-            tokio::time::timeout_at(deadline, pool::send_http2(cluster, ep, req))
-                .await
-                .map(|r| r.map_err(|f| f.error))
-        }
-    };
-    let mut resp = match result {
-        Ok(Ok(resp)) => resp,
-        // A failure the request body caused is the client's (413, 408, 400), not the upstream's.
-        Ok(Err(err)) => {
-            let limit = limits.max_request_body_bytes;
-            let body_err = body_stats.and_then(|s| s.error(limit, limits.request_body_timeout));
-            if body_err.is_none() && err.is_gateway_failure() {
-                cluster.record(ep, Outcome::GatewayFailure, None);
+
+    let mut resp = match upgrade {
+        // One attempt: an upgrade is not replayed. Boxed: upgrades are rare, and their future
+        // would enlarge every request's.
+        Some(up) => {
+            done.attempts = 1;
+            let req = Request::from_parts(parts, body);
+            let send = Box::pin(upgrade::send(&cluster, addr, req, up, tunnels));
+            let sent_at = Instant::now();
+            match tokio::time::timeout_at(deadline.at, send).await {
+                Ok(Ok(resp)) => {
+                    observe_response(&cluster, ep, resp.status(), sent_at);
+                    resp
+                }
+                Ok(Err(err)) => {
+                    if err.is_gateway_failure() {
+                        cluster.record(ep, Outcome::GatewayFailure, None);
+                    }
+                    return Err(err);
+                }
+                Err(_) => {
+                    cluster.record(ep, Outcome::GatewayFailure, None);
+                    return Err(deadline.error);
+                }
             }
-            return Err(body_err.unwrap_or(err));
         }
-        // Whichever deadline was the earlier one passed.
-        Err(_) => {
-            cluster.record(ep, Outcome::GatewayFailure, None);
-            return Err(match call {
-                Some(c) if c.at <= route_deadline => ProxyError::DeadlineExceeded(c.timeout),
-                _ => ProxyError::UpstreamTimeout(route.timeout),
-            });
+        None => {
+            let route_retry = route.retry.as_ref().unwrap_or(&cluster.retry);
+            let exchange = Exchange {
+                ctx,
+                cluster: &cluster,
+                retry: route_retry,
+                limits,
+                body_stats,
+                is_grpc,
+                deadline,
+            };
+            Box::pin(exchange.run(&mut ep, parts, body, done)).await?
         }
     };
-    let rtt = sent_at.elapsed();
-    cluster.metrics.latency.observe(rtt.as_secs_f64());
-    cluster.record(ep, Outcome::from_status(resp.status().as_u16()), Some(rtt));
     for cookie in set_cookie {
         resp.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
@@ -185,14 +238,341 @@ async fn forward(
     }))
 }
 
-/// The route for `req`, the backend it picks and the endpoint of that backend's cluster; all
-/// noted in `done`.
-fn choose(
-    ctx: &ConnCtx,
+/// The earliest deadline a request is under, and the error it ends in when that one passes.
+struct Deadline {
+    at: Instant,
+    error: ProxyError,
+}
+
+impl Deadline {
+    fn route(start: Instant, timeout: std::time::Duration) -> Self {
+        Deadline {
+            at: start + timeout,
+            error: ProxyError::UpstreamTimeout(timeout),
+        }
+    }
+
+    fn cap(&mut self, at: Instant, error: ProxyError) {
+        if at < self.at {
+            *self = Deadline { at, error };
+        }
+    }
+
+    /// The error for this deadline (the `ProxyError` it holds is not `Clone`).
+    fn expired(&self) -> ProxyError {
+        match &self.error {
+            ProxyError::DeadlineExceeded(d) => ProxyError::DeadlineExceeded(*d),
+            ProxyError::UpstreamTimeout(d) => ProxyError::UpstreamTimeout(*d),
+            _ => ProxyError::UpstreamTimeout(std::time::Duration::ZERO),
+        }
+    }
+}
+
+/// The time a previous hop left this request (its `x-remora-deadline-ms`), so that this hop
+/// gives up when the caller has.
+fn hop_deadline(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get(DEADLINE_MS)?.to_str().ok()?;
+    v.trim().parse().ok().map(std::time::Duration::from_millis)
+}
+
+/// Applies the route's fault to this request: an injected delay is waited out here; an abort
+/// comes back as the error to answer with.
+async fn inject_fault(
+    fault: &FaultRt,
+    req: &Request<Incoming>,
+    is_grpc: bool,
+    done: &mut Completion,
+) -> Result<(), ProxyError> {
+    let plan = fault::decide(
+        &fault.config,
+        SystemTime::now(),
+        req.headers(),
+        is_grpc,
+        &mut ThreadRng,
+    );
+    if let Some(delay) = plan.delay {
+        fault.delays.inc();
+        done.fault = Some("delay");
+        tokio::time::sleep(delay).await;
+    }
+    let Some(abort) = plan.abort else {
+        return Ok(());
+    };
+    fault.aborts.inc();
+    done.fault = Some(match plan.delay {
+        Some(_) => "delay+abort",
+        None => "abort",
+    });
+    Err(match abort {
+        Abort::Http(status) => ProxyError::FaultAbort {
+            http: status.as_u16(),
+            grpc: None,
+        },
+        Abort::Grpc(code) => ProxyError::FaultAbort {
+            http: StatusCode::OK.as_u16(),
+            grpc: Some(code),
+        },
+    })
+}
+
+/// Latency and outlier bookkeeping for a response head from endpoint `ep`.
+fn observe_response(cluster: &ClusterRt, ep: usize, status: StatusCode, sent_at: Instant) {
+    let rtt = sent_at.elapsed();
+    cluster.metrics.latency.observe(rtt.as_secs_f64());
+    cluster.record(ep, Outcome::from_status(status.as_u16()), Some(rtt));
+}
+
+/// One request's attempts at a cluster: the first, and the retries its policy, the cluster's
+/// budget and the retries limit allow.
+struct Exchange<'a> {
+    ctx: &'a ConnCtx,
+    cluster: &'a Arc<ClusterRt>,
+    retry: &'a RouteRetry,
+    limits: &'a Limits,
+    body_stats: Option<Arc<crate::body::RequestBodyStats>>,
+    is_grpc: bool,
+    deadline: Deadline,
+}
+
+/// What a retry needs to send the request again when the attempt did not hand it back: the
+/// head (copied before the first attempt) and the body (captured as it streams).
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    body: Option<Arc<std::sync::Mutex<Capture>>>,
+}
+
+impl Replay {
+    fn request(&self) -> Option<Request<RequestBody>> {
+        let body = match &self.body {
+            None => RequestBody::empty(),
+            Some(c) => c.lock().unwrap_or_else(|e| e.into_inner()).replay()?,
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        Some(req)
+    }
+}
+
+impl Exchange<'_> {
+    async fn run(
+        self,
+        ep: &mut usize,
+        parts: Parts,
+        mut body: RequestBody,
+        done: &mut Completion,
+    ) -> Result<Response<crate::upstream::pool::PooledBody>, ProxyError> {
+        let cluster = self.cluster;
+        let policy = &self.retry.policy;
+        let may_retry = policy.max_attempts > 1;
+        if may_retry {
+            cluster.budget.deposit(Instant::now());
+        }
+        // A failed attempt hands the request back when none of it was sent (connect failure, a
+        // pooled HTTP/1.1 connection found closed). Any other retry needs a copy of the head,
+        // and of the body as it streams (up to the buffer limit).
+        let replay = (may_retry && needs_replay(policy, cluster.protocol)).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: (!http_body::Body::is_end_stream(&body))
+                .then(|| body.capture(policy.buffer_limit)),
+        });
+        let method = parts.method.clone();
+        let mut req = Request::from_parts(parts, body);
+        let mut _retry_permit = None;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            done.attempts = attempts;
+            let now = Instant::now();
+            let Some(until) = attempt_deadline(now, self.deadline.at, policy.per_try_timeout)
+            else {
+                return Err(self.deadline.expired());
+            };
+            set_deadline(req.headers_mut(), until - now, self.is_grpc);
+            let sent = match cluster.protocol {
+                UpstreamProtocol::Http1 => {
+                    tokio::time::timeout_at(until, pool::send_http1(cluster, *ep, req)).await
+                }
+                UpstreamProtocol::Http2 => {
+                    tokio::time::timeout_at(until, pool::send_http2(cluster, *ep, req)).await
+                }
+            };
+            _retry_permit = None;
+            let (outcome, result, unsent) = match sent {
+                Ok(Ok(resp)) => {
+                    observe_response(cluster, *ep, resp.status(), now);
+                    let o =
+                        RetryOutcome::from_response(resp.status(), resp.headers(), self.is_grpc);
+                    (o, Ok(resp), None)
+                }
+                Ok(Err(failed)) => {
+                    // A failure the request body caused is the client's (413, 408, 400), not
+                    // the upstream's; our own limits are not the upstream's either.
+                    let limit = self.limits.max_request_body_bytes;
+                    let timeout = self.limits.request_body_timeout;
+                    if let Some(err) = self
+                        .body_stats
+                        .as_ref()
+                        .and_then(|s| s.error(limit, timeout))
+                    {
+                        return Err(err);
+                    }
+                    if matches!(failed.error, ProxyError::Overflow { .. }) {
+                        return Err(failed.error);
+                    }
+                    if failed.error.is_gateway_failure() {
+                        cluster.record(*ep, Outcome::GatewayFailure, None);
+                    }
+                    let o = classify(&failed);
+                    (o, Err(failed.error), failed.unsent)
+                }
+                // Whichever deadline was the earlier one passed.
+                Err(_) => {
+                    cluster.record(*ep, Outcome::GatewayFailure, None);
+                    let err = match policy.per_try_timeout {
+                        Some(t) if until < self.deadline.at => ProxyError::UpstreamTimeout(t),
+                        _ => self.deadline.expired(),
+                    };
+                    (RetryOutcome::Timeout, Err(err), None)
+                }
+            };
+            if let Some(breaker) = &cluster.breaker {
+                breaker.record(!is_failure(outcome), Instant::now());
+            }
+            if !may_retry
+                || !policy
+                    .retry_on
+                    .iter()
+                    .any(|&on| outcome.matches(on, &policy.retriable_status_codes))
+            {
+                return result;
+            }
+            let next = unsent.or_else(|| replay.as_ref()?.request());
+            let pushback = result
+                .as_ref()
+                .ok()
+                .and_then(|r| server_delay(r.headers(), SystemTime::now(), policy.max_retry_after));
+            let failed = Failed {
+                outcome,
+                pushback,
+                method: &method,
+                body_replayable: next.is_some(),
+                attempts,
+                now: Instant::now(),
+                route_deadline: self.deadline.at,
+            };
+            let (Decision::Retry { after }, Some(mut next)) =
+                (self.retry.decide(&failed, &mut ThreadRng), next)
+            else {
+                return result;
+            };
+            if !cluster.budget.try_withdraw(Instant::now()) {
+                cluster.resilience.budget_exhausted.inc();
+                done.budget_exhausted = true;
+                return result;
+            }
+            let Ok(permit) = cluster.limits.try_acquire(Overflow::Retries) else {
+                cluster.resilience.overflow(Overflow::Retries);
+                return result;
+            };
+            _retry_permit = Some(permit);
+            let input = PickInput {
+                headers: next.headers(),
+                uri: next.uri(),
+                client_ip: self.ctx.peer.ip(),
+            };
+            let Ok(picked) = cluster.pick_other(&input, *ep, &mut ThreadRng) else {
+                return result;
+            };
+            // The failed response is dropped unread: its connection closes.
+            drop(result);
+            *ep = picked.index;
+            let addr = cluster.endpoints[*ep].address;
+            done.upstream = Some(addr);
+            done.in_flight = Some(picked.in_flight);
+            if cluster.protocol == UpstreamProtocol::Http1 && next.version() < Version::HTTP_11 {
+                *next.version_mut() = Version::HTTP_11;
+            }
+            cluster.resilience.retries.inc();
+            tracing::debug!(cluster = %cluster.name, %addr, attempt = attempts + 1, ?after, ?outcome, "retrying");
+            tokio::time::sleep(after).await;
+            req = next;
+        }
+    }
+}
+
+/// Whether retries under `policy` may need the request again after some of it was sent: any
+/// condition but a connect failure (and, on HTTP/1.1, a refused stream, which there only ever
+/// means a request handed back unsent).
+fn needs_replay(policy: &remora_config::model::RetryPolicy, protocol: UpstreamProtocol) -> bool {
+    policy.retry_on.iter().any(|&on| match on {
+        RetryOn::ConnectFailure => false,
+        RetryOn::RefusedStream => protocol == UpstreamProtocol::Http2,
+        _ => true,
+    })
+}
+
+/// What a failed attempt means for retrying.
+fn classify(failed: &pool::Failed) -> RetryOutcome {
+    match &failed.error {
+        ProxyError::ConnectTimeout { .. }
+        | ProxyError::ConnectFailed { .. }
+        | ProxyError::Handshake { .. }
+        | ProxyError::NoEndpoint(_) => RetryOutcome::ConnectFailure,
+        // Handed back unsent: the upstream never saw it.
+        _ if failed.unsent.is_some() => RetryOutcome::RefusedStream,
+        ProxyError::UpstreamReset(e) if refused_stream(e) => RetryOutcome::RefusedStream,
+        _ => RetryOutcome::Reset,
+    }
+}
+
+/// An HTTP/2 `REFUSED_STREAM` somewhere in the error's causes: the upstream promises it did
+/// not process the request (RFC 9113 section 8.7).
+fn refused_stream(err: &hyper::Error) -> bool {
+    let mut cause = std::error::Error::source(err);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// What the consecutive-failure breaker counts as a failure: no response, a 5xx, or a gRPC
+/// status that says the server is in trouble.
+fn is_failure(outcome: RetryOutcome) -> bool {
+    match outcome {
+        RetryOutcome::Status(s) => s.is_server_error(),
+        RetryOutcome::Grpc(code) => matches!(code, 4 | 13 | 14),
+        _ => true,
+    }
+}
+
+/// Tells the upstream how long this attempt has: `grpc-timeout` on a gRPC call, else
+/// `x-remora-deadline-ms`.
+fn set_deadline(h: &mut http::HeaderMap, left: std::time::Duration, is_grpc: bool) {
+    if is_grpc {
+        h.insert(grpc::GRPC_TIMEOUT, grpc::format_timeout(left));
+    } else {
+        h.insert(DEADLINE_MS, deadline_ms_header(left));
+    }
+}
+
+/// The route for `req` and the backend it picks; both noted in `done`.
+fn choose_route(
     listener: &ListenerRt,
     req: &Request<Incoming>,
     done: &mut Completion,
-) -> Result<(Arc<RouteRt>, usize, usize, Vec<HeaderValue>), ProxyError> {
+) -> Result<(Arc<RouteRt>, usize), ProxyError> {
     // A reload can turn an HTTP listener into a TCP one under an open connection: its next
     // request has no routes to go to, and the client should reconnect.
     let Some(table) = listener.kind.routes() else {
@@ -207,16 +587,7 @@ fn choose(
     let route = table.lookup(&view).ok_or(ProxyError::NoRoute)?.clone();
     let backend = route.split.pick(&mut ThreadRng);
     done.route = Some((route.clone(), backend));
-    let cluster = &route.backends[backend].cluster;
-    let input = PickInput {
-        headers: req.headers(),
-        uri: req.uri(),
-        client_ip: ctx.peer.ip(),
-    };
-    let picked = cluster.pick(&input, &mut ThreadRng)?;
-    done.upstream = Some(cluster.endpoints[picked.index].address);
-    done.in_flight = Some(picked.in_flight);
-    Ok((route, backend, picked.index, picked.set_cookie))
+    Ok((route, backend))
 }
 
 /// The request as the upstream gets it: hop-by-hop fields removed (but the upgrade asked for,

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
+use crate::breaker::Permit;
 use crate::error::ProxyError;
 use crate::io::Activity;
 use crate::metrics::OpenGuard;
@@ -135,8 +136,9 @@ pub struct Tunnel {
     upstream_addr: SocketAddr,
     /// For the log line.
     protocols: HeaderValue,
-    /// The upstream connection counts as open until the tunnel ends.
-    _open: Arc<OpenGuard>,
+    /// The upstream connection counts as open (and against the cluster's connection limit)
+    /// until the tunnel ends.
+    _open: Arc<(OpenGuard, Permit)>,
 }
 
 impl Tunnel {

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use super::ClusterRt;
 use crate::body::RequestBody;
+use crate::breaker::{Overflow, Permit};
 use crate::error::ProxyError;
 use crate::io::CountingIo;
 use crate::metrics::OpenGuard;
@@ -57,6 +58,8 @@ pub struct H1Conn {
     /// Set once `conn` has resolved; a finished future must not be polled again.
     done: bool,
     _open: OpenGuard,
+    /// The cluster's `connections` circuit-breaker permit, given back when the connection goes.
+    _permit: Permit,
 }
 
 impl H1Conn {
@@ -102,7 +105,11 @@ fn drive(
 
 /// Boxed: the connection holds its buffers inline, and it moves between the pool and response
 /// bodies on every request.
-pub async fn http1(cluster: &Arc<ClusterRt>, addr: SocketAddr) -> Result<Box<H1Conn>, ProxyError> {
+pub async fn http1(
+    cluster: &Arc<ClusterRt>,
+    addr: SocketAddr,
+    permit: Permit,
+) -> Result<Box<H1Conn>, ProxyError> {
     let stream = tcp(cluster, addr).await?;
     let (sender, conn) = http1::Builder::new()
         .writev(false)
@@ -114,25 +121,27 @@ pub async fn http1(cluster: &Arc<ClusterRt>, addr: SocketAddr) -> Result<Box<H1C
         conn,
         done: false,
         _open: OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total),
+        _permit: permit,
     }))
 }
 
 /// A dedicated HTTP/1.1 connection for one upgrade request (WebSocket and the like): never
 /// pooled, and run as its own task, which hands the socket over if the upstream answers 101.
-/// The guard holds the cluster's open-connections gauge up: the task keeps one clone, and the
-/// tunnel built on the connection after a 101 the other.
+/// The guard holds the cluster's open-connections gauge up and its `connections` permit: the
+/// task keeps one clone, and the tunnel built on the connection after a 101 the other.
 pub async fn http1_for_upgrade(
     cluster: &ClusterRt,
     addr: SocketAddr,
-) -> Result<(http1::SendRequest<RequestBody>, Arc<OpenGuard>), ProxyError> {
+) -> Result<(http1::SendRequest<RequestBody>, Arc<(OpenGuard, Permit)>), ProxyError> {
+    let permit = cluster.acquire(Overflow::Connections)?;
     let stream = tcp(cluster, addr).await?;
     let (sender, conn) = http1::Builder::new()
         .handshake::<Io, RequestBody>(counted(cluster, stream))
         .await
         .map_err(|source| ProxyError::Handshake { addr, source })?;
-    let guard = Arc::new(OpenGuard::new(
-        &cluster.metrics.open,
-        &cluster.metrics.total,
+    let guard = Arc::new((
+        OpenGuard::new(&cluster.metrics.open, &cluster.metrics.total),
+        permit,
     ));
     let held = guard.clone();
     tokio::spawn(async move {
@@ -147,6 +156,7 @@ pub async fn http1_for_upgrade(
 pub async fn http2(
     cluster: &Arc<ClusterRt>,
     addr: SocketAddr,
+    permit: Permit,
 ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
     let stream = tcp(cluster, addr).await?;
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -159,7 +169,7 @@ pub async fn http2(
         if let Err(e) = conn.await {
             tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
         }
-        drop(guard);
+        drop((guard, permit));
     });
     Ok(sender)
 }

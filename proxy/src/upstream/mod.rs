@@ -14,9 +14,11 @@ use remora_config::model::{self, UpstreamProtocol};
 use tokio::time::Instant;
 
 use crate::balance::{Balancer, EndpointView, PeakEwma, hash_key, in_panic};
+use crate::breaker::{FailureBreaker, Limits, Overflow, Permit};
 use crate::error::ProxyError;
 use crate::health::{ClusterHealth, HealthTasks, InFlight, Outcome};
-use crate::metrics::{ClusterMetrics, Metrics};
+use crate::metrics::{ClusterMetrics, ClusterResilienceMetrics, Metrics};
+use crate::retry::{Budget, RouteRetry};
 use pool::Pool;
 
 /// One cluster, built from config. Shared by every worker; pools inside are per worker.
@@ -33,6 +35,15 @@ pub struct ClusterRt {
     /// [`ClusterRt::start_health`]; they stop when the cluster is dropped.
     health_tasks: Mutex<Option<HealthTasks>>,
     pub metrics: ClusterMetrics,
+    /// Circuit-breaker limits: connections, pending requests, requests, retries.
+    pub limits: Limits,
+    /// The consecutive-failure breaker, when configured.
+    pub breaker: Option<FailureBreaker>,
+    /// Caps the load retries add to this cluster.
+    pub budget: Budget,
+    /// The retry policy of routes that have none of their own.
+    pub retry: RouteRetry,
+    pub resilience: ClusterResilienceMetrics,
     /// Picks per endpoint, sampled every ten seconds, for the admin page's share of the last
     /// minute.
     pub pick_history: Mutex<PickHistory>,
@@ -131,7 +142,31 @@ impl ClusterRt {
             _ => None,
         };
         let now = Instant::now();
+        let resilience = metrics.cluster_resilience(&cluster.name);
+        let breakers = &cluster.circuit_breakers;
+        // Permits out on the cluster before the reload stay counted against the new maxima.
+        let limits = match previous {
+            Some(p) => {
+                p.limits.update(breakers);
+                p.limits.clone()
+            }
+            None => Limits::observed(breakers, &resilience.limits),
+        };
+        let breaker = breakers
+            .consecutive_failures
+            .map(|c| FailureBreaker::new(c, rand::make_rng()).with_gauge(resilience.state.clone()));
+        if breaker.is_none() {
+            resilience.state.set(0);
+        }
         Arc::new(ClusterRt {
+            limits,
+            breaker,
+            budget: Budget::try_new(cluster.retry_budget, now).unwrap_or_else(|e| {
+                tracing::error!(cluster = %cluster.name, error = %e, "retry budget; using defaults");
+                Budget::try_new(model::RetryBudget::default(), now).expect("defaults are valid")
+            }),
+            retry: route_retry(&cluster.retries, &cluster.name),
+            resilience,
             name: cluster.name.clone(),
             protocol: cluster.protocol,
             connect_timeout: cluster.connect_timeout,
@@ -215,6 +250,27 @@ impl ClusterRt {
         })
     }
 
+    /// The endpoint for a retry or a hedge: picked as usual, but not `avoid` (the one that just
+    /// failed, or is still working on the first attempt) when another is available. A few
+    /// draws rather than a filtered pick: round-robin moves on by itself, random choices
+    /// rarely repeat, and a hashing policy that keeps returning the same endpoint gets it.
+    pub fn pick_other(
+        &self,
+        input: &PickInput<'_>,
+        avoid: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Picked, ProxyError> {
+        let mut picked = self.pick(input, rng)?;
+        for _ in 0..3 {
+            if picked.index != avoid || self.endpoints.len() == 1 {
+                break;
+            }
+            picked = self.pick(input, rng)?;
+        }
+        picked.set_cookie.clear();
+        Ok(picked)
+    }
+
     /// Endpoint `ep`'s peak-EWMA latency estimate in seconds, when the policy keeps one.
     pub fn latency_estimate(&self, ep: usize) -> Option<f64> {
         let ewma = self.endpoints[ep].ewma.as_ref()?;
@@ -246,6 +302,27 @@ impl ClusterRt {
         }
     }
 
+    /// A permit from one of the limits, or the 503 it overflowed with (counted).
+    pub fn acquire(&self, which: Overflow) -> Result<Permit, ProxyError> {
+        self.limits
+            .try_acquire(which)
+            .map_err(|o| self.overflowed(o))
+    }
+
+    pub fn overflowed(&self, which: Overflow) -> ProxyError {
+        self.resilience.overflow(which);
+        ProxyError::Overflow {
+            cluster: self.name.clone(),
+            reason: which.reason(),
+        }
+    }
+
+    /// Every worker's pools for endpoint `ep`: a request waiting at the connection cap may take
+    /// an idle connection another worker left.
+    pub(crate) fn pools(&self, ep: usize) -> &[Pool] {
+        &self.endpoints[ep].pools
+    }
+
     pub(crate) fn pool(&self, ep: usize) -> &Pool {
         let pools = &self.endpoints[ep].pools;
         &pools[crate::worker::current().min(pools.len() - 1)]
@@ -255,6 +332,15 @@ impl ClusterRt {
     pub fn idle_connections(&self, ep: usize) -> usize {
         self.endpoints[ep].pools.iter().map(Pool::idle_count).sum()
     }
+}
+
+/// A retry policy from config, ready for the request path. Validation has checked its
+/// backoff; should it still be refused, the defaults serve rather than a panic.
+pub fn route_retry(policy: &model::RetryPolicy, owner: &str) -> RouteRetry {
+    RouteRetry::try_new(policy.clone()).unwrap_or_else(|e| {
+        tracing::error!(%owner, error = %e, "retry policy; using defaults");
+        RouteRetry::try_new(model::RetryPolicy::default()).expect("defaults are valid")
+    })
 }
 
 /// Pick counts per endpoint at the last few ten-second marks, for "share of picks over the last

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::ClusterRt;
 use super::connect::{self, H1Conn};
 use crate::body::RequestBody;
+use crate::breaker::Overflow;
 use crate::error::ProxyError;
 
 #[derive(Default)]
@@ -97,7 +98,13 @@ impl Pool {
         if let Some(s) = self.h2_sender() {
             return Ok(s);
         }
-        let sender = connect::http2(cluster, cluster.endpoints[ep].address).await?;
+        let permit = match cluster.limits.try_acquire(Overflow::Connections) {
+            Ok(p) => p,
+            // At the cap: another worker's connection to the endpoint carries this stream too,
+            // or the request waits, as a pending one, for a connection to close.
+            Err(_) => return wait_h2(cluster, ep).await,
+        };
+        let sender = connect::http2(cluster, cluster.endpoints[ep].address, permit).await?;
         *lock(&self.h2) = Some((sender.clone(), Instant::now()));
         Ok(sender)
     }
@@ -114,6 +121,12 @@ impl Pool {
         {
             *h2 = None;
         }
+    }
+
+    /// Closes one idle HTTP/1.1 connection, if there is one: frees its connection permit for a
+    /// request waiting at the cluster's connection cap.
+    fn evict_one(&self) -> bool {
+        lock(&self.h1).pop().is_some()
     }
 
     pub fn idle_count(&self) -> usize {
@@ -137,26 +150,109 @@ impl Failed {
     }
 }
 
+/// A connection for a request to endpoint `ep`: an idle one of this worker's, else a new one
+/// within the cluster's connection limit, else (at the limit) the first to free up, waited for
+/// as a pending request. True when it was reused.
+async fn checkout_h1(
+    cluster: &Arc<ClusterRt>,
+    ep: usize,
+) -> Result<(Box<H1Conn>, bool), ProxyError> {
+    if let Some(c) = cluster.pool(ep).take_h1(cluster.idle_timeout).await {
+        return Ok((c, true));
+    }
+    // Boxed: connecting and waiting are the rare paths, and their futures would otherwise make
+    // every request's future (and every move of it) several hundred bytes larger.
+    match cluster.limits.try_acquire(Overflow::Connections) {
+        Ok(permit) => Box::pin(connect::http1(
+            cluster,
+            cluster.endpoints[ep].address,
+            permit,
+        ))
+        .await
+        .map(|c| (c, false)),
+        Err(_) => Box::pin(wait_h1(cluster, ep)).await,
+    }
+}
+
+/// At the connection cap: waits, holding a `pending_requests` permit, until a connection to
+/// `ep` is idle in any worker's pool or a permit is free. Idle connections to other endpoints
+/// are closed to make room, so a cap reached by connections nobody uses never stalls requests.
+/// The caller's attempt deadline bounds the wait.
+async fn wait_h1(cluster: &Arc<ClusterRt>, ep: usize) -> Result<(Box<H1Conn>, bool), ProxyError> {
+    let _pending = cluster.acquire(Overflow::PendingRequests)?;
+    let limit = &cluster.limits.connections;
+    let _waiter = limit.waiter();
+    loop {
+        let Some(freed) = limit.freed() else {
+            return Err(cluster.overflowed(Overflow::Connections));
+        };
+        let mut freed = std::pin::pin!(freed);
+        freed.as_mut().enable();
+        for pool in cluster.pools(ep) {
+            if let Some(c) = pool.take_h1(cluster.idle_timeout).await {
+                return Ok((c, true));
+            }
+        }
+        let mut permit = limit.try_acquire();
+        if permit.is_none() && evict_idle(cluster) {
+            permit = limit.try_acquire();
+        }
+        if let Some(permit) = permit {
+            let addr = cluster.endpoints[ep].address;
+            return connect::http1(cluster, addr, permit)
+                .await
+                .map(|c| (c, false));
+        }
+        freed.await;
+    }
+}
+
+/// Closes one idle connection anywhere in the cluster.
+fn evict_idle(cluster: &ClusterRt) -> bool {
+    (0..cluster.endpoints.len()).any(|ep| cluster.pools(ep).iter().any(Pool::evict_one))
+}
+
+/// At the connection cap, for HTTP/2: shares another worker's connection to `ep`, or waits
+/// as a pending request until a connection permit is free.
+async fn wait_h2(
+    cluster: &Arc<ClusterRt>,
+    ep: usize,
+) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+    let _pending = cluster.acquire(Overflow::PendingRequests)?;
+    let limit = &cluster.limits.connections;
+    let _waiter = limit.waiter();
+    loop {
+        let Some(freed) = limit.freed() else {
+            return Err(cluster.overflowed(Overflow::Connections));
+        };
+        let mut freed = std::pin::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(s) = cluster.pools(ep).iter().find_map(Pool::h2_sender) {
+            return Ok(s);
+        }
+        if let Some(permit) = limit.try_acquire() {
+            let sender = connect::http2(cluster, cluster.endpoints[ep].address, permit).await?;
+            *lock(&cluster.pool(ep).h2) = Some((sender.clone(), Instant::now()));
+            return Ok(sender);
+        }
+        freed.await;
+    }
+}
+
 pub async fn send_http1(
     cluster: &Arc<ClusterRt>,
     ep: usize,
     mut req: Request<RequestBody>,
 ) -> Result<Response<PooledBody>, Failed> {
-    let pool = cluster.pool(ep);
     loop {
-        let (mut conn, reused) = match pool.take_h1(cluster.idle_timeout).await {
-            Some(c) => (c, true),
-            // Boxed: connecting is the rare path, and its future would otherwise make every
-            // request's future (and every move of it) several hundred bytes larger.
-            None => match Box::pin(connect::http1(cluster, cluster.endpoints[ep].address)).await {
-                Ok(c) => (c, false),
-                Err(error) => {
-                    return Err(Failed {
-                        error,
-                        unsent: Some(req),
-                    });
-                }
-            },
+        let (mut conn, reused) = match checkout_h1(cluster, ep).await {
+            Ok(c) => c,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                });
+            }
         };
         match conn.send(req).await {
             Ok(resp) => {
@@ -297,6 +393,8 @@ impl PooledBody {
             && !r.conn.sender.is_closed()
         {
             r.cluster.pool(r.ep).put_h1(r.conn);
+            // A request waiting at the connection cap can take it.
+            r.cluster.limits.connections.wake();
         }
     }
 }

@@ -115,6 +115,8 @@ async fn each_request_is_one_json_line_on_stdout() {
         "route",
         "cluster",
         "upstream",
+        "attempts",
+        "fault",
         "bytes_received",
         "bytes_sent",
         "complete",

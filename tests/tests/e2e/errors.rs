@@ -84,10 +84,12 @@ async fn an_endpoint_nobody_listens_on_is_502_connect_failed() {
         let reply = remora_tests::client::get(proxy.listener("main"), Proto::Http1, "/only").await;
         assert_proxy_error(&reply, 502, "connect-failed");
         assert_counted(&proxy, "connect-failed", 1.0);
+        // The default retry policy tries a connect failure once more (nothing was sent).
+        assert_eq!(reply.header("x-remora-attempts"), Some("2"));
         proxy.wait_metric(
             "remora_upstream_connect_errors_total",
             &[("cluster", "app")],
-            1.0,
+            2.0,
         );
     }
 }
@@ -115,14 +117,15 @@ clusters:
     let waited = started.elapsed();
     assert_proxy_error(&reply, 502, "connect-timeout");
     assert!(
-        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
-        "answered after {waited:?} for a 200ms connect timeout"
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "answered after {waited:?} for two attempts of a 200ms connect timeout"
     );
     assert_counted(&proxy, "connect-timeout", 1.0);
+    assert_eq!(reply.header("x-remora-attempts"), Some("2"));
     proxy.wait_metric(
         "remora_upstream_connect_errors_total",
         &[("cluster", "app")],
-        1.0,
+        2.0,
     );
 }
 
