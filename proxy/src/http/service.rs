@@ -35,15 +35,18 @@ use crate::headers;
 use crate::health::Outcome;
 use crate::observe::Completion;
 use crate::retry::backoff::server_delay;
-use crate::retry::policy::{DEADLINE_MS, attempt_deadline, deadline_ms_header};
+use crate::retry::policy::{DEADLINE_MS, attempt_deadline, deadline_ms_header, is_idempotent};
 use crate::retry::{Decision, Failed, Outcome as RetryOutcome, RouteRetry};
 use crate::rng::ThreadRng;
 use crate::route::RequestView;
 use crate::snapshot::FaultRt;
 use crate::snapshot::{ListenerRt, RouteRt};
 use crate::trace;
+use crate::upstream::pool::PooledBody;
 use crate::upstream::{ClusterRt, PickInput, pool};
 use remora_config::model::RetryOn;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 /// The attempts a response took (the first included).
@@ -370,13 +373,20 @@ impl Exchange<'_> {
         let cluster = self.cluster;
         let policy = &self.retry.policy;
         let may_retry = policy.max_attempts > 1;
-        if may_retry {
-            cluster.budget.deposit(Instant::now());
-        }
         // A failed attempt hands the request back when none of it was sent (connect failure, a
         // pooled HTTP/1.1 connection found closed). Any other retry needs a copy of the head,
         // and of the body as it streams (up to the buffer limit).
-        let replay = (may_retry && needs_replay(policy, cluster.protocol)).then(|| Replay {
+        // Hedging: idempotent requests without a body, when there is another endpoint to ask.
+        let hedge_after = policy.hedge_after.filter(|_| {
+            is_idempotent(&parts.method)
+                && http_body::Body::is_end_stream(&body)
+                && cluster.endpoints.len() > 1
+        });
+        if may_retry || hedge_after.is_some() {
+            cluster.budget.deposit(Instant::now());
+        }
+        let wants_replay = may_retry && needs_replay(policy, cluster.protocol);
+        let replay = (wants_replay || hedge_after.is_some()).then(|| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
@@ -397,13 +407,21 @@ impl Exchange<'_> {
                 return Err(self.deadline.expired());
             };
             set_deadline(req.headers_mut(), until - now, self.is_grpc);
-            let sent = match cluster.protocol {
-                UpstreamProtocol::Http1 => {
-                    tokio::time::timeout_at(until, pool::send_http1(cluster, *ep, req)).await
+            let sent = match (hedge_after, &replay) {
+                (Some(after), Some(replay)) if attempts == 1 => {
+                    let hedged = self.hedged(ep, req, replay, after, until, done);
+                    let sent = tokio::time::timeout_at(until, hedged).await;
+                    attempts = done.attempts;
+                    sent
                 }
-                UpstreamProtocol::Http2 => {
-                    tokio::time::timeout_at(until, pool::send_http2(cluster, *ep, req)).await
-                }
+                _ => match cluster.protocol {
+                    UpstreamProtocol::Http1 => {
+                        tokio::time::timeout_at(until, pool::send_http1(cluster, *ep, req)).await
+                    }
+                    UpstreamProtocol::Http2 => {
+                        tokio::time::timeout_at(until, pool::send_http2(cluster, *ep, req)).await
+                    }
+                },
             };
             _retry_permit = None;
             let (outcome, result, unsent) = match sent {
@@ -505,6 +523,92 @@ impl Exchange<'_> {
             tracing::debug!(cluster = %cluster.name, %addr, attempt = attempts + 1, ?after, ?outcome, "retrying");
             tokio::time::sleep(after).await;
             req = next;
+        }
+    }
+}
+
+type Sending<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, pool::Failed>> + Send + 'a>>;
+
+impl Exchange<'_> {
+    fn send(&self, ep: usize, req: Request<RequestBody>) -> Sending<'_> {
+        match self.cluster.protocol {
+            UpstreamProtocol::Http1 => Box::pin(pool::send_http1(self.cluster, ep, req)),
+            UpstreamProtocol::Http2 => Box::pin(pool::send_http2(self.cluster, ep, req)),
+        }
+    }
+
+    /// The first attempt, hedged: if it has not answered after `after`, the same request goes
+    /// to another endpoint too (paid for like a retry, from the budget and the retries limit),
+    /// and the first response wins; the other attempt is dropped, which cancels it. When one
+    /// fails, the other's result is the answer. `ep` ends as the endpoint that answered.
+    async fn hedged(
+        &self,
+        ep: &mut usize,
+        req: Request<RequestBody>,
+        replay: &Replay,
+        after: std::time::Duration,
+        until: Instant,
+        done: &mut Completion,
+    ) -> Result<Response<PooledBody>, pool::Failed> {
+        let cluster = self.cluster;
+        let mut first = self.send(*ep, req);
+        tokio::select! {
+            r = &mut first => return r,
+            _ = tokio::time::sleep(after) => {}
+        }
+        let Some(mut second_req) = replay.request() else {
+            return first.await;
+        };
+        let now = Instant::now();
+        if !cluster.budget.try_withdraw(now) {
+            cluster.resilience.budget_exhausted.inc();
+            done.budget_exhausted = true;
+            return first.await;
+        }
+        let Ok(_permit) = cluster.limits.try_acquire(Overflow::Retries) else {
+            cluster.resilience.overflow(Overflow::Retries);
+            return first.await;
+        };
+        let input = PickInput {
+            headers: second_req.headers(),
+            uri: second_req.uri(),
+            client_ip: self.ctx.peer.ip(),
+        };
+        let picked = match cluster.pick_other(&input, *ep, &mut ThreadRng) {
+            Ok(p) if p.index != *ep => p,
+            _ => return first.await,
+        };
+        set_deadline(
+            second_req.headers_mut(),
+            until.saturating_duration_since(now),
+            self.is_grpc,
+        );
+        cluster.resilience.hedges.inc();
+        done.attempts += 1;
+        let hedge_ep = picked.index;
+        let mut second = self.send(hedge_ep, second_req);
+        let take_second = |ep: &mut usize, done: &mut Completion, in_flight| {
+            *ep = hedge_ep;
+            done.upstream = Some(cluster.endpoints[hedge_ep].address);
+            done.in_flight = Some(in_flight);
+        };
+        tokio::select! {
+            r = &mut first => match r {
+                Ok(resp) => Ok(resp),
+                Err(_) => {
+                    let r = second.await;
+                    take_second(ep, done, picked.in_flight);
+                    r
+                }
+            },
+            r = &mut second => match r {
+                Ok(resp) => {
+                    take_second(ep, done, picked.in_flight);
+                    Ok(resp)
+                }
+                Err(_) => first.await,
+            },
         }
     }
 }
@@ -771,6 +875,100 @@ mod tests {
     }
 
     const EP: &str = "10.0.0.1:8080";
+
+    fn policy(retry_on: Vec<RetryOn>) -> remora_config::model::RetryPolicy {
+        remora_config::model::RetryPolicy {
+            retry_on,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_head_copy_is_kept_only_for_retries_that_can_follow_a_sent_request() {
+        use RetryOn::*;
+        use UpstreamProtocol::*;
+        // The default: connect failures and (on HTTP/1.1) refused streams always come with the
+        // request handed back unsent.
+        assert!(!needs_replay(&policy(vec![ConnectFailure, RefusedStream]), Http1));
+        // An HTTP/2 REFUSED_STREAM arrives after the request went out.
+        assert!(needs_replay(&policy(vec![ConnectFailure, RefusedStream]), Http2));
+        for on in [Reset, FiveXx, GatewayError, RetriableStatusCodes, Unavailable] {
+            assert!(needs_replay(&policy(vec![ConnectFailure, on]), Http1), "{on:?}");
+        }
+    }
+
+    #[test]
+    fn failed_attempts_are_classified_by_what_the_upstream_can_have_seen() {
+        let addr: std::net::SocketAddr = EP.parse().unwrap();
+        let failed = |error, unsent| pool::Failed { error, unsent };
+        let refused = ProxyError::ConnectFailed {
+            addr,
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(
+            classify(&failed(refused, None)),
+            RetryOutcome::ConnectFailure
+        );
+        let timeout = ProxyError::ConnectTimeout {
+            addr,
+            after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(
+            classify(&failed(timeout, None)),
+            RetryOutcome::ConnectFailure
+        );
+        let unsent = Request::new(RequestBody::empty());
+        let closed = ProxyError::UpstreamInvalid("closed");
+        assert_eq!(
+            classify(&failed(closed, Some(unsent))),
+            RetryOutcome::RefusedStream
+        );
+        let bad = ProxyError::UpstreamInvalid("two Content-Length");
+        assert_eq!(classify(&failed(bad, None)), RetryOutcome::Reset);
+    }
+
+    #[test]
+    fn the_failure_breaker_counts_server_trouble_only() {
+        assert!(!is_failure(RetryOutcome::Status(StatusCode::OK)));
+        assert!(!is_failure(RetryOutcome::Status(StatusCode::NOT_FOUND)));
+        assert!(is_failure(RetryOutcome::Status(StatusCode::BAD_GATEWAY)));
+        assert!(is_failure(RetryOutcome::Reset));
+        assert!(is_failure(RetryOutcome::Timeout));
+        assert!(is_failure(RetryOutcome::Grpc(14)));
+        assert!(!is_failure(RetryOutcome::Grpc(5)));
+    }
+
+    #[test]
+    fn the_earliest_deadline_wins_and_names_its_error() {
+        let now = Instant::now();
+        let s = std::time::Duration::from_secs;
+        let mut d = Deadline::route(now, s(10));
+        d.cap(now + s(20), ProxyError::DeadlineExceeded(s(20)));
+        assert_eq!(d.at, now + s(10));
+        assert_eq!(d.expired().reason(), "upstream-timeout");
+        d.cap(now + s(2), ProxyError::DeadlineExceeded(s(2)));
+        assert_eq!(d.at, now + s(2));
+        assert_eq!(d.expired().reason(), "deadline-exceeded");
+
+        let mut h = http::HeaderMap::new();
+        assert_eq!(hop_deadline(&h), None);
+        h.insert(DEADLINE_MS, HeaderValue::from_static("1500"));
+        assert_eq!(hop_deadline(&h), Some(std::time::Duration::from_millis(1500)));
+        h.insert(DEADLINE_MS, HeaderValue::from_static("-3"));
+        assert_eq!(hop_deadline(&h), None);
+    }
+
+    #[test]
+    fn each_attempt_says_how_long_it_has() {
+        let mut h = http::HeaderMap::new();
+        set_deadline(&mut h, std::time::Duration::from_millis(2500), false);
+        assert_eq!(h[DEADLINE_MS], "2500");
+        assert!(!h.contains_key(grpc::GRPC_TIMEOUT));
+        let mut h = http::HeaderMap::new();
+        set_deadline(&mut h, std::time::Duration::from_millis(2500), true);
+        assert!(h.contains_key(grpc::GRPC_TIMEOUT));
+        assert!(!h.contains_key(DEADLINE_MS));
+    }
 
     #[test]
     fn h2_downstream_to_h1_upstream_gets_origin_form_and_host() {
