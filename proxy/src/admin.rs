@@ -103,6 +103,7 @@ fn clusters(shared: &Shared) -> String {
 /// health and ejection state, and share of the picks over the last minute.
 fn cluster(c: &crate::upstream::ClusterRt, now: tokio::time::Instant) -> serde_json::Value {
     let states = c.health.snapshot(now);
+    let budget = c.budget.counts(now);
     let picks: Vec<u64> = c.health.endpoints().iter().map(|e| e.picks()).collect();
     let shares = c
         .pick_history
@@ -132,7 +133,30 @@ fn cluster(c: &crate::upstream::ClusterRt, now: tokio::time::Instant) -> serde_j
         "policy": c.config.load_balancer.policy.as_str(),
         "panic_threshold": c.config.load_balancer.panic_threshold,
         "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+        "circuit_breakers": circuit_breakers(c),
+        "retry_budget": {
+            "requests": budget.requests,
+            "retries": budget.retries,
+        },
         "endpoints": endpoints,
+    })
+}
+
+/// Each limit's use and maximum, and the consecutive-failure breaker's state.
+fn circuit_breakers(c: &crate::upstream::ClusterRt) -> serde_json::Value {
+    let l = &c.limits;
+    let limit = |x: &crate::breaker::Limit| json!({ "used": x.current(), "max": x.max() });
+    let state = c.breaker.as_ref().map(|b| match b.state() {
+        crate::breaker::State::Closed => "closed",
+        crate::breaker::State::Open { .. } => "open",
+        crate::breaker::State::HalfOpen => "half-open",
+    });
+    json!({
+        "connections": limit(&l.connections),
+        "pending_requests": limit(&l.pending_requests),
+        "requests": limit(&l.requests),
+        "retries": limit(&l.retries),
+        "consecutive_failures": state,
     })
 }
 

@@ -108,6 +108,13 @@ async fn clusters_lists_endpoints_with_weight_state_and_idle_connections() {
     assert_eq!(grpc["protocol"], "http2");
     assert_eq!(grpc["connect_timeout_ms"], 1000, "the default");
     assert_eq!(grpc["endpoints"], Value::Array(vec![]));
+    // The circuit-breaker limits (defaults) with nothing in use, and an empty retry budget.
+    let breakers = &app["circuit_breakers"];
+    assert_eq!(breakers["requests"]["max"], 1024);
+    assert_eq!(breakers["retries"]["max"], 64);
+    assert_eq!(breakers["connections"]["used"], 0);
+    assert_eq!(breakers["consecutive_failures"], Value::Null, "off by default");
+    assert_eq!(app["retry_budget"]["requests"], 0);
 
     // After a request, its upstream connection waits in the pool.
     let reply = Client::connect(proxy.listener("main"), Proto::Http1)
@@ -118,4 +125,9 @@ async fn clusters_lists_endpoints_with_weight_state_and_idle_connections() {
     wait_for("one idle pooled connection", Duration::from_secs(5), || {
         (clusters(&proxy)["clusters"][0]["endpoints"][0]["idle_connections"] == 1).then_some(())
     });
+    // That connection holds a connections permit; the request was counted by the budget.
+    let app = &clusters(&proxy)["clusters"][0];
+    assert_eq!(app["circuit_breakers"]["connections"]["used"], 1);
+    assert_eq!(app["circuit_breakers"]["requests"]["used"], 0);
+    assert_eq!(app["retry_budget"]["requests"], 1);
 }
