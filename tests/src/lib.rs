@@ -68,7 +68,7 @@ pub use clusters::Clusters;
 pub use metrics::Metrics;
 pub use process::{ProxyProcess, proxy_bin};
 pub use raw::RawServer;
-pub use upstream::{Behaviour, Echo, Upstream};
+pub use upstream::{Behaviour, Echo, Gate, Upstream};
 pub use util::{TempDir, eventually, free_addr, free_addrs, wait_for};
 
 /// The config of a proxy with one HTTP listener `main` whose route `all` sends everything to

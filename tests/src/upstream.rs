@@ -4,9 +4,12 @@
 //!
 //! What a server does with each request is a [`Behaviour`]: echo the request back as JSON, answer
 //! with a status, wait first, stream a large body, close the connection, or any async closure
-//! ([`Behaviour::custom`]). Every server counts connections and requests and records each
+//! ([`Behaviour::custom`]). Combinators script failures: fail the first requests (or each
+//! request's first attempts) and then recover, die after reading a body, or park at a [`Gate`]
+//! until the test opens it. Every server counts connections and requests and records each
 //! request head, so tests can assert on what actually arrived.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -85,6 +88,125 @@ impl Behaviour {
     /// `Delay(after, self)`.
     pub fn delayed(self, after: Duration) -> Behaviour {
         Behaviour::Delay(after, Box::new(self))
+    }
+
+    /// Reads the request body to its end, then answers `status` with these extra headers
+    /// (`Retry-After`, say) and a text body saying how many body bytes arrived
+    /// (`status 503 from NAME after 1024 body bytes`). Unlike [`Behaviour::Status`], the whole
+    /// request reached the upstream before it failed, as with a real application.
+    pub fn reply(status: u16, headers: &[(&str, &str)]) -> Behaviour {
+        let headers: Vec<(http::HeaderName, http::HeaderValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.parse().expect("header name"), v.parse().expect("value")))
+            .collect();
+        Behaviour::custom(move |req, info| {
+            let headers = headers.clone();
+            async move {
+                let check = drain(req.into_body()).await.map_err(io::Error::other)?;
+                let body = format!(
+                    "status {status} from {} after {} body bytes\n",
+                    info.name,
+                    check.len()
+                );
+                let mut resp = text(status, &body);
+                resp.headers_mut().extend(headers);
+                Ok(resp)
+            }
+        })
+    }
+
+    /// Reads the request body to its end, then drops the exchange without answering: an
+    /// upstream that died after the request reached it (HTTP/1.1: the connection closes;
+    /// HTTP/2: the stream is reset).
+    pub fn abort_after_body() -> Behaviour {
+        Behaviour::custom(|req, _| async move {
+            drain(req.into_body()).await.map_err(io::Error::other)?;
+            Err(io::Error::other(
+                "the upstream dies after reading the request",
+            ))
+        })
+    }
+
+    /// The first `n` requests this upstream receives get `first`, every later one `then`:
+    /// an upstream that fails a few times and recovers.
+    pub fn first(n: usize, first: Behaviour, then: Behaviour) -> Behaviour {
+        let seen = Arc::new(AtomicUsize::new(0));
+        Behaviour::custom(move |req, info| {
+            let chosen = match seen.fetch_add(1, Ordering::Relaxed) < n {
+                true => first.clone(),
+                false => then.clone(),
+            };
+            respond(chosen, req, info)
+        })
+    }
+
+    /// Each request's first `n` attempts get `first`, later attempts `then`. The attempts of
+    /// one request are told apart from other requests by their `x-request-id`, which the
+    /// proxy sets once and keeps on every retry (a client may set its own). For tests where
+    /// retries of concurrent requests interleave.
+    pub fn first_attempts(n: usize, first: Behaviour, then: Behaviour) -> Behaviour {
+        let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        Behaviour::custom(move |req, info| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let attempt = {
+                let mut seen = seen.lock().unwrap();
+                let count = seen.entry(id).or_default();
+                *count += 1;
+                *count
+            };
+            let chosen = match attempt <= n {
+                true => first.clone(),
+                false => then.clone(),
+            };
+            respond(chosen, req, info)
+        })
+    }
+
+    /// Waits until `gate` is open, then behaves as `self`. Requests park at the upstream for as
+    /// long as the test wants (a slow upstream, without guessing how slow), and all go on at
+    /// once when it calls [`Gate::open`].
+    pub fn after(self, gate: &Gate) -> Behaviour {
+        let gate = gate.clone();
+        Behaviour::custom(move |req, info| {
+            let (gate, inner) = (gate.clone(), self.clone());
+            async move {
+                gate.wait().await;
+                respond(inner, req, info).await
+            }
+        })
+    }
+}
+
+/// A barrier that upstream requests wait at ([`Behaviour::after`]) until the test opens it.
+/// Clones share it. Works across runtimes: the upstream's and the test's.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+
+    /// Lets every waiting request (and every later one) through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once the gate is open.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
     }
 }
 

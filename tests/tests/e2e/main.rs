@@ -20,6 +20,7 @@ mod limits;
 mod metrics;
 mod protocols;
 mod reload;
+mod resilience;
 mod routing;
 mod streaming;
 mod strict;
