@@ -65,7 +65,7 @@ pub struct RequestBody {
     /// A replay's frames, in order.
     replay: VecDeque<Frame<Bytes>>,
     /// Where a live body keeps what it streams, for a retry to replay.
-    capture: Option<Arc<Mutex<Capture>>>,
+    capture: Option<Arc<CaptureCell>>,
     seen: u64,
     limit: Option<u64>,
     // None for bodies that are empty from the start, which need no accounting.
@@ -104,6 +104,16 @@ impl RequestBody {
     }
 }
 
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("live", &self.inner.is_some())
+            .field("replay_frames", &self.replay.len())
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RequestBody {
     /// Reads whatever of the body has already arrived, without waiting and without arming the
     /// body timer. A body that is broken from its first bytes (a bad chunk size, an HTTP/2
@@ -129,12 +139,15 @@ impl RequestBody {
 
     /// Keeps what this body streams, up to `limit` bytes, so a retry can send it again.
     /// Returns the capture to replay from (see [`Capture::replay`]).
-    pub fn capture(&mut self, limit: u64) -> Arc<Mutex<Capture>> {
-        let capture = Arc::new(Mutex::new(Capture {
-            limit,
-            complete: self.is_end_stream(),
-            ..Capture::default()
-        }));
+    pub fn capture(&mut self, limit: u64) -> Arc<CaptureCell> {
+        let capture = Arc::new(CaptureCell {
+            state: Mutex::new(Capture {
+                limit,
+                complete: self.is_end_stream(),
+                ..Capture::default()
+            }),
+            changed: tokio::sync::Notify::new(),
+        });
         self.capture = Some(capture.clone());
         capture
     }
@@ -165,7 +178,8 @@ impl RequestBody {
         let Some(capture) = &self.capture else {
             return;
         };
-        let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = capture.lock();
+        let was_overflowed = c.overflowed;
         if !c.overflowed {
             if let Some(data) = frame.data_ref() {
                 c.bytes += data.len() as u64;
@@ -183,11 +197,17 @@ impl RequestBody {
         if self.inner.as_ref().is_some_and(|i| i.is_end_stream()) {
             c.complete = true;
         }
+        let settled = c.complete || c.overflowed != was_overflowed;
+        drop(c);
+        if settled {
+            capture.changed.notify_waiters();
+        }
     }
 
     fn captured_end(&self) {
         if let Some(capture) = &self.capture {
-            capture.lock().unwrap_or_else(|e| e.into_inner()).complete = true;
+            capture.lock().complete = true;
+            capture.changed.notify_waiters();
         }
     }
 
@@ -310,6 +330,100 @@ impl Body for RequestBody {
     }
 }
 
+/// A live body dropped before its end (the upstream answered, or the connection failed, while
+/// the client was still sending) leaves the rest of itself in its capture, so that a retry can
+/// finish reading it (see [`CaptureCell::replay`]).
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        if self.inner.is_none() {
+            return;
+        }
+        let mut c = capture.lock();
+        if c.complete || c.overflowed {
+            return;
+        }
+        // The rest keeps no capture of its own: a capture holding a body holding the capture
+        // would never be freed. Whoever takes it re-attaches one.
+        c.rest = Some(RequestBody {
+            inner: self.inner.take(),
+            replay: VecDeque::new(),
+            capture: None,
+            seen: self.seen,
+            limit: self.limit,
+            stats: self.stats.clone(),
+            read_timeout: self.read_timeout,
+            timer: None,
+            progressed: false,
+            peeked: self.peeked.take(),
+        });
+        drop(c);
+        capture.changed.notify_waiters();
+    }
+}
+
+/// A capture, shared by the body that streams and the exchange that may replay it.
+#[derive(Debug)]
+pub struct CaptureCell {
+    state: Mutex<Capture>,
+    /// Woken when the capture completes, overflows, or has its rest handed back.
+    changed: tokio::sync::Notify,
+}
+
+impl CaptureCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Capture> {
+        // A few assignments per frame: a panic elsewhere cannot leave it half-made.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The body again, if all of it went by and was kept; `None` if it cannot be (yet).
+    pub fn replay_now(&self) -> Option<RequestBody> {
+        self.lock().replay()
+    }
+
+    /// Whether a replay may still be had: the body has not gone past the buffer limit.
+    pub fn replayable(&self) -> bool {
+        !self.lock().overflowed
+    }
+
+    /// The body again, once the whole of it is known. An upstream may answer (or fail) before
+    /// the client has finished sending, or before the proxy has read what the client sent;
+    /// then this waits for the attempt to finish streaming it, or reads the rest itself once
+    /// the attempt drops it (with the body's own limit and timeout). `None` when the body goes
+    /// past the buffer limit or fails. The caller bounds the wait with its deadline.
+    pub async fn replay(self: &Arc<Self>) -> Option<RequestBody> {
+        let mut rest = loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut c = self.lock();
+                if c.overflowed {
+                    return None;
+                }
+                if c.complete {
+                    return c.replay();
+                }
+                if let Some(rest) = c.rest.take() {
+                    break rest;
+                }
+            }
+            notified.await;
+        };
+        rest.capture = Some(self.clone());
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx)).await
+        {
+            if frame.is_err() || !self.replayable() {
+                return None;
+            }
+        }
+        drop(rest);
+        self.replay_now()
+    }
+}
+
 /// What a live request body streamed so far, kept so a retry can send it again.
 #[derive(Debug, Default)]
 pub struct Capture {
@@ -320,6 +434,8 @@ pub struct Capture {
     overflowed: bool,
     /// The whole body went by (or there was none).
     complete: bool,
+    /// The unread rest of a body whose attempt dropped it early.
+    rest: Option<RequestBody>,
 }
 
 #[derive(Debug, Clone)]
@@ -330,7 +446,7 @@ enum Captured {
 
 impl Capture {
     /// A body that sends again everything the original sent, if all of it was kept.
-    pub fn replay(&self) -> Option<RequestBody> {
+    fn replay(&self) -> Option<RequestBody> {
         if !self.complete || self.overflowed {
             return None;
         }

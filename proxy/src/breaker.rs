@@ -395,6 +395,13 @@ impl FailureBreaker {
         }
     }
 
+    /// Whether a retry (or hedge) may follow a failed attempt: only while closed. Retries are
+    /// extra load on a cluster that just failed; once the breaker opens they stop, and while
+    /// half-open only the trial may go.
+    pub fn allows_retry(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub fn state(&self) -> State {
         self.inner().state
     }

@@ -24,7 +24,7 @@ use remora_config::model::{Limits, UpstreamProtocol};
 use tokio::time::Instant;
 
 use super::upgrade::{self, TunnelSlot};
-use crate::body::Capture;
+use crate::body::CaptureCell;
 use crate::body::{ObservedBody, ProxyBody, RequestBody};
 use crate::breaker::{Admission, Overflow};
 use crate::context::ConnCtx;
@@ -344,21 +344,41 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
-    body: Option<Arc<std::sync::Mutex<Capture>>>,
+    body: Option<Arc<CaptureCell>>,
 }
 
 impl Replay {
+    /// The request again, if its body (if any) was all kept already.
     fn request(&self) -> Option<Request<RequestBody>> {
         let body = match &self.body {
             None => RequestBody::empty(),
-            Some(c) => c.lock().unwrap_or_else(|e| e.into_inner()).replay()?,
+            Some(c) => c.replay_now()?,
         };
+        Some(self.with_body(body))
+    }
+
+    /// Whether the request may yet be had again: its body did not outgrow the buffer.
+    fn replayable(&self) -> bool {
+        self.body.as_ref().is_none_or(|c| c.replayable())
+    }
+
+    /// The request again, waiting until `until` for the rest of a body the failed attempt had
+    /// not finished reading (see [`CaptureCell::replay`]).
+    async fn request_by(&self, until: Instant) -> Option<Request<RequestBody>> {
+        let body = match &self.body {
+            None => RequestBody::empty(),
+            Some(c) => tokio::time::timeout_at(until, c.replay()).await.ok()??,
+        };
+        Some(self.with_body(body))
+    }
+
+    fn with_body(&self, body: RequestBody) -> Request<RequestBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
-        Some(req)
+        req
     }
 }
 
@@ -399,13 +419,14 @@ impl Exchange<'_> {
         let mut _retry_permit = None;
         let mut attempts = 0;
         loop {
-            attempts += 1;
-            done.attempts = attempts;
             let now = Instant::now();
+            // Counted only once it is sent: a passed deadline stops a request before it goes.
             let Some(until) = attempt_deadline(now, self.deadline.at, policy.per_try_timeout)
             else {
                 return Err(self.deadline.expired());
             };
+            attempts += 1;
+            done.attempts = attempts;
             set_deadline(req.headers_mut(), until - now, self.is_grpc);
             let sent = match (hedge_after, &replay) {
                 (Some(after), Some(replay)) if attempts == 1 => {
@@ -473,7 +494,8 @@ impl Exchange<'_> {
             {
                 return result;
             }
-            let next = unsent.or_else(|| replay.as_ref()?.request());
+            let body_replayable =
+                unsent.is_some() || replay.as_ref().is_some_and(Replay::replayable);
             let pushback = result
                 .as_ref()
                 .ok()
@@ -482,16 +504,25 @@ impl Exchange<'_> {
                 outcome,
                 pushback,
                 method: &method,
-                body_replayable: next.is_some(),
+                body_replayable,
                 attempts,
                 now: Instant::now(),
                 route_deadline: self.deadline.at,
             };
-            let (Decision::Retry { after }, Some(mut next)) =
-                (self.retry.decide(&failed, &mut ThreadRng), next)
-            else {
+            let Decision::Retry { after } = self.retry.decide(&failed, &mut ThreadRng) else {
                 return result;
             };
+            let next = match (unsent, &replay) {
+                (Some(req), _) => Some(req),
+                (None, Some(replay)) => replay.request_by(self.deadline.at).await,
+                (None, None) => None,
+            };
+            let Some(mut next) = next else {
+                return result;
+            };
+            if cluster.breaker.as_ref().is_some_and(|b| !b.allows_retry()) {
+                return result;
+            }
             if !cluster.budget.try_withdraw(Instant::now()) {
                 cluster.resilience.budget_exhausted.inc();
                 done.budget_exhausted = true;
@@ -561,6 +592,9 @@ impl Exchange<'_> {
             return first.await;
         };
         let now = Instant::now();
+        if cluster.breaker.as_ref().is_some_and(|b| !b.allows_retry()) {
+            return first.await;
+        }
         if !cluster.budget.try_withdraw(now) {
             cluster.resilience.budget_exhausted.inc();
             done.budget_exhausted = true;
@@ -889,11 +923,26 @@ mod tests {
         use UpstreamProtocol::*;
         // The default: connect failures and (on HTTP/1.1) refused streams always come with the
         // request handed back unsent.
-        assert!(!needs_replay(&policy(vec![ConnectFailure, RefusedStream]), Http1));
+        assert!(!needs_replay(
+            &policy(vec![ConnectFailure, RefusedStream]),
+            Http1
+        ));
         // An HTTP/2 REFUSED_STREAM arrives after the request went out.
-        assert!(needs_replay(&policy(vec![ConnectFailure, RefusedStream]), Http2));
-        for on in [Reset, FiveXx, GatewayError, RetriableStatusCodes, Unavailable] {
-            assert!(needs_replay(&policy(vec![ConnectFailure, on]), Http1), "{on:?}");
+        assert!(needs_replay(
+            &policy(vec![ConnectFailure, RefusedStream]),
+            Http2
+        ));
+        for on in [
+            Reset,
+            FiveXx,
+            GatewayError,
+            RetriableStatusCodes,
+            Unavailable,
+        ] {
+            assert!(
+                needs_replay(&policy(vec![ConnectFailure, on]), Http1),
+                "{on:?}"
+            );
         }
     }
 
@@ -953,7 +1002,10 @@ mod tests {
         let mut h = http::HeaderMap::new();
         assert_eq!(hop_deadline(&h), None);
         h.insert(DEADLINE_MS, HeaderValue::from_static("1500"));
-        assert_eq!(hop_deadline(&h), Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            hop_deadline(&h),
+            Some(std::time::Duration::from_millis(1500))
+        );
         h.insert(DEADLINE_MS, HeaderValue::from_static("-3"));
         assert_eq!(hop_deadline(&h), None);
     }

@@ -100,7 +100,10 @@ pub fn is_idempotent(method: &Method) -> bool {
 ///   failed before sending any of it);
 /// - some condition in `retry_on` must cover the outcome ([`Outcome::matches`]);
 /// - a non-idempotent request is retried only when the upstream cannot have processed it
-///   (connect failure, refused stream), unless `retry_non_idempotent`.
+///   (connect failure, refused stream), unless `retry_non_idempotent`. A gRPC status condition
+///   is its own opt-in: every gRPC call is a POST, so `unavailable` in `retry_on` could mean
+///   nothing else, and gRPC's own retry policy (gRFC A6) retries the listed codes whatever the
+///   method.
 ///
 /// Attempt counts, deadlines and budgets are checked elsewhere ([`super::RouteRetry::decide`]).
 pub fn should_retry(
@@ -112,7 +115,12 @@ pub fn should_retry(
     if !body_replayable {
         return false;
     }
-    if !is_idempotent(method) && !policy.retry_non_idempotent && !outcome.unprocessed() {
+    let grpc_status = matches!(outcome, Outcome::Grpc(_));
+    if !is_idempotent(method)
+        && !policy.retry_non_idempotent
+        && !outcome.unprocessed()
+        && !grpc_status
+    {
         return false;
     }
     policy
@@ -278,6 +286,20 @@ mod tests {
         }
         // The opt-in does not widen `retry_on`.
         assert!(!should_retry(status(429), &p, &Method::POST, true));
+    }
+
+    /// gRPC calls are all POSTs: a gRPC status condition is the opt-in, and only for the codes
+    /// it names. A 503 on the same POST is still not retried.
+    #[test]
+    fn grpc_status_conditions_retry_grpc_calls() {
+        let p = policy(&[RetryOn::Unavailable, RetryOn::ResourceExhausted]);
+        assert!(should_retry(Outcome::Grpc(14), &p, &Method::POST, true));
+        assert!(should_retry(Outcome::Grpc(8), &p, &Method::POST, true));
+        assert!(!should_retry(Outcome::Grpc(13), &p, &Method::POST, true));
+        assert!(!should_retry(Outcome::Grpc(14), &p, &Method::POST, false));
+        let p = policy(&[RetryOn::Unavailable, RetryOn::FiveXx]);
+        assert!(!should_retry(status(503), &p, &Method::POST, true));
+        assert!(!should_retry(Outcome::Reset, &p, &Method::POST, true));
     }
 
     #[test]

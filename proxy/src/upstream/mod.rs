@@ -83,6 +83,8 @@ struct View<'a> {
     now: Instant,
     /// Panic mode: every endpoint counts as eligible.
     panic: bool,
+    /// Not eligible whatever its health: the endpoint a retry or hedge must leave.
+    avoid: Option<usize>,
 }
 
 impl EndpointView for View<'_> {
@@ -95,7 +97,7 @@ impl EndpointView for View<'_> {
     }
 
     fn eligible(&self, i: usize) -> bool {
-        self.panic || self.cluster.health.eligible(i, self.now)
+        self.avoid != Some(i) && (self.panic || self.cluster.health.eligible(i, self.now))
     }
 
     fn in_flight(&self, i: usize) -> u32 {
@@ -212,6 +214,35 @@ impl ClusterRt {
     /// The endpoint for a request: by the cluster's policy, among the endpoints that are
     /// healthy and not ejected, or among all of them when too few are (panic mode).
     pub fn pick(&self, input: &PickInput<'_>, rng: &mut impl Rng) -> Result<Picked, ProxyError> {
+        self.pick_avoiding(input, None, rng)
+    }
+
+    /// The endpoint for a retry or a hedge: picked as usual, but not `avoid` (the one that just
+    /// failed, or is still working on the first attempt) when another is available. `avoid`
+    /// counts as ineligible for this pick, so each policy moves on its own way: round-robin to
+    /// its next endpoint, least-request among the others, and a hashing policy to the next
+    /// owner on its ring or table (the key's fallback, as when `avoid` is ejected). No cookie
+    /// is minted: the first attempt's stands.
+    pub fn pick_other(
+        &self,
+        input: &PickInput<'_>,
+        avoid: usize,
+        rng: &mut impl Rng,
+    ) -> Result<Picked, ProxyError> {
+        let mut picked = match self.pick_avoiding(input, Some(avoid), rng) {
+            Ok(p) => p,
+            Err(_) => self.pick(input, rng)?,
+        };
+        picked.set_cookie.clear();
+        Ok(picked)
+    }
+
+    fn pick_avoiding(
+        &self,
+        input: &PickInput<'_>,
+        avoid: Option<usize>,
+        rng: &mut impl Rng,
+    ) -> Result<Picked, ProxyError> {
         let now = Instant::now();
         let total = self.endpoints.len();
         let eligible = if self.health.all_eligible() {
@@ -220,7 +251,7 @@ impl ClusterRt {
             (0..total).filter(|&i| self.health.eligible(i, now)).count()
         };
         let panic = in_panic(eligible, total, self.config.load_balancer.panic_threshold);
-        if panic {
+        if panic && avoid.is_none() {
             self.health.lb_panic().inc();
         }
         let mut set_cookie = Vec::new();
@@ -236,6 +267,7 @@ impl ClusterRt {
             cluster: self,
             now,
             panic,
+            avoid,
         };
         let index = self
             .balancer
@@ -248,27 +280,6 @@ impl ClusterRt {
             in_flight: state.track(),
             set_cookie,
         })
-    }
-
-    /// The endpoint for a retry or a hedge: picked as usual, but not `avoid` (the one that just
-    /// failed, or is still working on the first attempt) when another is available. A few
-    /// draws rather than a filtered pick: round-robin moves on by itself, random choices
-    /// rarely repeat, and a hashing policy that keeps returning the same endpoint gets it.
-    pub fn pick_other(
-        &self,
-        input: &PickInput<'_>,
-        avoid: usize,
-        rng: &mut impl Rng,
-    ) -> Result<Picked, ProxyError> {
-        let mut picked = self.pick(input, rng)?;
-        for _ in 0..3 {
-            if picked.index != avoid || self.endpoints.len() == 1 {
-                break;
-            }
-            picked = self.pick(input, rng)?;
-        }
-        picked.set_cookie.clear();
-        Ok(picked)
     }
 
     /// Endpoint `ep`'s peak-EWMA latency estimate in seconds, when the policy keeps one.

@@ -113,7 +113,11 @@ async fn clusters_lists_endpoints_with_weight_state_and_idle_connections() {
     assert_eq!(breakers["requests"]["max"], 1024);
     assert_eq!(breakers["retries"]["max"], 64);
     assert_eq!(breakers["connections"]["used"], 0);
-    assert_eq!(breakers["consecutive_failures"], Value::Null, "off by default");
+    assert_eq!(
+        breakers["consecutive_failures"],
+        Value::Null,
+        "off by default"
+    );
     assert_eq!(app["retry_budget"]["requests"], 0);
 
     // After a request, its upstream connection waits in the pool.

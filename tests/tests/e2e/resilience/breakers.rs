@@ -398,10 +398,6 @@ async fn half_open_admits_a_single_trial() {
 /// `threshold: 3` and a policy of up to 5 attempts on 5xx, a request against an upstream that
 /// always fails opens the breaker at its third attempt, and its remaining retries must not be
 /// sent (circuit-breaking.yaml: "this breaker stops traffic to the whole cluster").
-///
-/// Fails as of fa63762: `Exchange::run` consults the breaker (`admit`) only before the first
-/// attempt and only records results afterwards, so the request goes on to attempts 4 and 5
-/// against the open breaker (the upstream sees 5 requests).
 #[tokio::test]
 async fn an_open_breaker_stops_the_retries_of_a_request_in_flight() {
     let upstream = Upstream::start(Behaviour::reply(500, &[]));

@@ -130,10 +130,6 @@ async fn a_retry_goes_to_the_other_endpoint() {
 /// endpoint that just failed, when another is available"). 40 keys over a failing and a
 /// healthy endpoint: about half hash to the failing one, and their retries must go to the
 /// healthy one.
-///
-/// Fails as of fa63762: `ClusterRt::pick_other` re-picks with the same request hash, which
-/// lands on the same endpoint every time, so for both hashing policies every key owned by the
-/// failing endpoint gets 503 after two attempts there.
 #[tokio::test]
 async fn a_retry_leaves_the_failed_endpoint_under_consistent_hashing() {
     let mut problems = Vec::new();
@@ -490,11 +486,6 @@ async fn grpc_statuses_are_retried_after_the_upstreams_pushback() {
 /// statuses that mean try again"): `retry_on: [connect-failure, refused-stream, unavailable,
 /// resource-exhausted]`, no `retry_non_idempotent`. A call answered UNAVAILABLE once should
 /// succeed on its second attempt.
-///
-/// Fails as of fa63762: gRPC calls are POSTs, and `policy::should_retry` refuses any
-/// non-idempotent request whose outcome is not connect-failure or refused-stream unless
-/// `retry_non_idempotent` is set, so the gRPC status conditions never retry a gRPC call by
-/// themselves. The client gets the UNAVAILABLE after one attempt.
 #[tokio::test]
 async fn grpc_unavailable_is_retried_as_the_example_config_promises() {
     let flaky = Upstream::start_named(
@@ -921,10 +912,6 @@ async fn a_retry_after_past_the_route_timeout_is_not_waited_for() {
 /// A caller whose deadline has already passed (`x-remora-deadline-ms: 0`) gets 504 without the
 /// upstream being tried; `x-remora-attempts` is only for responses that had an attempt (the
 /// README's access log: "`attempts` how many were sent ... 0 when none was").
-///
-/// Fails as of fa63762: `Exchange::run` counts the attempt (`done.attempts = attempts`) before
-/// `attempt_deadline` finds no time left, so the 504 says `x-remora-attempts: 1` (and the
-/// access log `attempts: 1`) although nothing was sent.
 #[tokio::test]
 async fn a_request_whose_deadline_has_passed_is_not_sent() {
     let upstream = Upstream::start(Behaviour::Echo);
@@ -949,15 +936,6 @@ async fn a_request_whose_deadline_has_passed_is_not_sent() {
 /// 400 PUTs with 5-byte bodies, 32 at a time, to an HTTP/2 upstream that answers each one so
 /// once: every one should be retried and succeed. The budget and the retries limit are set
 /// out of the way.
-///
-/// Fails as of fa63762: a few percent (7 to 25 of 400 here) come back with the 503 after one
-/// attempt. The body is replayed from a `Capture` that is only `complete` once the proxy has
-/// read the end of the client's body; when the upstream's answer arrives before that,
-/// `Replay::request` returns `None`, the body counts as not replayable, and the request is not
-/// retried, although all 5 bytes were sent at once and are far under `buffer_limit`. Whether
-/// such a request is retried depends on a race. (It also made
-/// `grpc_statuses_are_retried_after_the_upstreams_pushback` fail now and then under load,
-/// until its upstream was made to read the body first.)
 #[tokio::test]
 async fn a_small_body_is_retried_even_when_the_upstream_did_not_read_it() {
     const N: usize = 400;
