@@ -6,7 +6,9 @@
 //! `file:line:col: field.path: message` line each, sorted by position.
 
 pub mod defaults;
+pub mod mesh;
 pub mod model;
+pub mod protocol;
 pub mod raw;
 pub mod timestamp;
 pub mod units;

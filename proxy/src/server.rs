@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// Called with the bound addresses whenever they change (after a reload adds or moves a
     /// listener); the CLI writes them to `--write-addrs`.
     pub on_bound: Option<OnBound>,
+    /// Take the config from a control plane: not ready until its first version is applied,
+    /// and each version is acknowledged or refused back to it.
+    pub control_plane: Option<crate::control::Options>,
     /// Drain on SIGTERM or SIGINT (a second one exits at once). Without it, only the admin
     /// endpoint or [`crate::context::Drain::request`] stops the proxy.
     pub handle_signals: bool,
@@ -151,8 +154,12 @@ impl Proxy {
                 }
             }
             let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+            let from_control_plane = options.control_plane.is_some();
             if let Some((path, loaded)) = options.config_file.take() {
-                crate::reload::watch(path, loaded, reload_tx, self.shared.clone());
+                crate::reload::watch(path, loaded, reload_tx.clone(), self.shared.clone());
+            }
+            if let Some(cp) = options.control_plane.take() {
+                tokio::spawn(crate::control::run(cp, reload_tx));
             }
             let mut signals = Signals::new(options.handle_signals);
             // Health checks and the pick sampler run here, on the main runtime: off the
@@ -161,17 +168,29 @@ impl Proxy {
                 cluster.start_health();
             }
             tokio::spawn(sample_picks(self.shared.clone()));
-            self.shared.set_ready();
-            tracing::info!("ready");
+            if from_control_plane {
+                tracing::info!("waiting for the first config from the control plane");
+            } else {
+                self.shared.set_ready();
+                tracing::info!("ready");
+            }
             loop {
                 tokio::select! {
                     () = signals.recv() => break,
                     () = self.shared.drain.requested() => break,
-                    Some(config) = reloads.recv() => {
-                        if self.apply(config, &workers)
-                            && let Some(on_bound) = &options.on_bound
-                        {
-                            on_bound(&self.addrs());
+                    Some(reload) = reloads.recv() => {
+                        let applied = self.apply(reload.config, &workers);
+                        if applied.is_ok() {
+                            if let Some(on_bound) = &options.on_bound {
+                                on_bound(&self.addrs());
+                            }
+                            if !self.shared.is_ready() && !self.shared.drain.is_draining() {
+                                self.shared.set_ready();
+                                tracing::info!("ready");
+                            }
+                        }
+                        if let Some(reply) = reload.reply {
+                            let _ = reply.send(applied);
                         }
                     }
                 }
@@ -207,8 +226,8 @@ impl Proxy {
 
     /// Applies a validated config. Listener sockets stay open unless their address changed;
     /// new ones are bound before anything is swapped, so a config that cannot be bound changes
-    /// nothing. Returns whether it was applied.
-    fn apply(&mut self, config: Config, workers: &[Handle]) -> bool {
+    /// nothing. Returns why not when it was not applied.
+    fn apply(&mut self, config: Config, workers: &[Handle]) -> Result<(), String> {
         let metrics = &self.shared.metrics;
         let previous = self.shared.snapshot.load_full();
         warn_restart_only(&previous.config, &config);
@@ -233,7 +252,7 @@ impl Proxy {
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; the previous config stays");
                 metrics.config_reload(false);
-                return false;
+                return Err(e.to_string());
             }
         };
         if let Some(writer) = writer {
@@ -253,7 +272,7 @@ impl Proxy {
         self.shared.snapshot.store(Arc::new(snapshot));
         metrics.config_reload(true);
         tracing::info!("config reloaded");
-        true
+        Ok(())
     }
 }
 

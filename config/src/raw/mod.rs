@@ -13,6 +13,7 @@ mod balance;
 mod fault;
 mod health;
 mod item;
+mod mesh;
 mod retry;
 mod values;
 
@@ -26,6 +27,7 @@ pub use health::{
 };
 pub(crate) use item::ITEM_MARKER;
 pub use item::{Item, Pos};
+pub use mesh::{MeshFile, Service};
 pub use retry::{Backoff, CircuitBreakers, FailureBreaker, RetryBudget, RetryOn, RetryPolicy};
 pub use values::{
     ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, Percent, Rate,
@@ -132,7 +134,7 @@ pub struct Limits {
     pub max_concurrent_streams: Field<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("if" = {"properties": {"protocol": {"const": "tcp"}}, "required": ["protocol"]}))]
 #[schemars(extend("then" = {"required": ["cluster"]}))]
@@ -192,7 +194,7 @@ pub enum Direction {
     Outbound,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"required": ["cluster"]}, {"required": ["backends"]}]))]
 pub struct Route {
@@ -230,7 +232,7 @@ pub struct Route {
     pub rate_limit: Field<RateLimit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Host patterns (case-insensitive, no port): `api.local` exactly, `*.api.local` for any
@@ -313,7 +315,7 @@ pub struct HeaderRewrite {
     pub add: Field<HeaderAppends>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// Unique among clusters; routes and TCP listeners refer to it.
@@ -361,7 +363,7 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// IP:port of the endpoint, e.g. `10.0.0.7:8080` (hostnames are not resolved yet).
