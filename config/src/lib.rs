@@ -72,3 +72,14 @@ pub fn to_yaml(config: &model::Config) -> String {
 pub fn schema() -> serde_json::Value {
     schema::schema()
 }
+
+/// A route as the YAML would write it, every default spelled out, as JSON (for tools that show
+/// config, such as `remora explain`).
+pub fn route_json(route: &model::Route) -> serde_json::Value {
+    serde_json::to_value(emit::route(route)).unwrap_or_default()
+}
+
+/// A cluster as the YAML would write it, every default spelled out, as JSON.
+pub fn cluster_json(cluster: &model::Cluster) -> serde_json::Value {
+    serde_json::to_value(emit::cluster(cluster)).unwrap_or_default()
+}

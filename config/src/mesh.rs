@@ -46,6 +46,19 @@ pub struct Service {
     pub config: model::Config,
     /// The same, as the YAML sent to the sidecar.
     pub yaml: String,
+    /// Where each route of the sidecar's config was written: `(listener, route, file:line)`.
+    /// A route made from a service with no routes points at the service.
+    pub route_origins: Vec<(String, String, String)>,
+}
+
+impl Service {
+    /// Where the route `route` of listener `listener` was written (`file:line`).
+    pub fn route_origin(&self, listener: &str, route: &str) -> Option<&str> {
+        self.route_origins
+            .iter()
+            .find(|(l, r, _)| l == listener && r == route)
+            .map(|(_, _, at)| at.as_str())
+    }
 }
 
 impl Mesh {
@@ -132,11 +145,13 @@ pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
     if !found.is_empty() {
         return Err(Diagnostics(found));
     }
+    let files: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     let mut services = Vec::with_capacity(defs.len());
     for def in &defs {
         let label = format!("<sidecar config of service {}>", def.name);
         let out = Collector::new(&label);
-        let built = validate::validate_built(&sidecar(def, &defs), &out);
+        let (raw, route_origins) = sidecar(def, &defs, &files);
+        let built = validate::validate_built(&raw, &out);
         let config = out.finish(Some(built))?;
         services.push(Service {
             name: def.name.clone(),
@@ -145,6 +160,7 @@ pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
             calls: def.calls.clone(),
             yaml: crate::to_yaml(&config),
             config,
+            route_origins,
         });
     }
     Ok(Mesh {
@@ -166,8 +182,18 @@ fn version(sources: &[Source]) -> String {
     format!("{h:016x}")
 }
 
-/// The raw config of `def`'s sidecar, from pieces of the mesh (keeping their positions).
-fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>]) -> raw::Config {
+/// Where each route came from: `(listener, route, file:line)`.
+type Origins = Vec<(String, String, String)>;
+
+/// The raw config of `def`'s sidecar, from pieces of the mesh (keeping their positions), and
+/// where its routes were written. `files` names the inputs.
+fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>], files: &[&str]) -> (raw::Config, Origins) {
+    let at = |file: usize, pos: raw::Pos| format!("{}:{}", files[file], pos.line);
+    let mut origins = vec![(
+        "inbound".to_owned(),
+        INBOUND_CLUSTER.to_owned(),
+        at(def.file, def.pos),
+    )];
     fn item<T>(value: T) -> Item<T> {
         Item::new(value)
     }
@@ -200,7 +226,14 @@ fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>]) -> raw::Config {
         .iter()
         .filter_map(|c| all.iter().find(|d| &d.name == c))
     {
-        for route in callee_routes(callee) {
+        for (route, pos) in callee_routes(callee) {
+            let name = route
+                .name
+                .as_ref()
+                .and_then(Item::get)
+                .cloned()
+                .unwrap_or_default();
+            origins.push(("outbound".to_owned(), name, at(callee.file, pos)));
             for cluster in route_clusters(&route) {
                 if !needed.contains(&cluster) {
                     needed.push(cluster);
@@ -224,34 +257,39 @@ fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>]) -> raw::Config {
             ..raw::Listener::default()
         }));
     }
-    raw::Config {
+    let config = raw::Config {
         listeners: Some(item(listeners)),
         clusters: Some(item(clusters)),
         ..raw::Config::default()
-    }
+    };
+    (config, origins)
 }
 
 /// A callee's routes as its callers get them: named after it, matching its names when they
-/// match no hosts of their own. No routes: one to its cluster.
-fn callee_routes(callee: &ServiceDef<'_>) -> Vec<raw::Route> {
-    let written: Vec<raw::Route> = match &callee.raw.routes {
+/// match no hosts of their own. No routes: one to its cluster. Each with where it was written
+/// (the service, for the one made up).
+fn callee_routes(callee: &ServiceDef<'_>) -> Vec<(raw::Route, raw::Pos)> {
+    let written: Vec<(raw::Route, raw::Pos)> = match &callee.raw.routes {
         Some(list) => list
             .get()
             .into_iter()
             .flatten()
-            .filter_map(|i| i.get().cloned())
+            .filter_map(|i| Some((i.get()?.clone(), i.pos)))
             .collect(),
-        None => vec![raw::Route {
-            name: Some(Item::new("default".to_owned())),
-            cluster: Some(Item::new(callee.name.clone())),
-            ..raw::Route::default()
-        }],
+        None => vec![(
+            raw::Route {
+                name: Some(Item::new("default".to_owned())),
+                cluster: Some(Item::new(callee.name.clone())),
+                ..raw::Route::default()
+            },
+            callee.pos,
+        )],
     };
     let hosts = host_names(&callee.name, &callee.namespace);
     written
         .into_iter()
         .enumerate()
-        .map(|(i, mut route)| {
+        .map(|(i, (mut route, pos))| {
             let own = route
                 .name
                 .as_ref()
@@ -267,7 +305,7 @@ fn callee_routes(callee: &ServiceDef<'_>) -> Vec<raw::Route> {
             {
                 m.hosts = Some(Item::new(hosts.iter().cloned().map(Item::new).collect()));
             }
-            route
+            (route, pos)
         })
         .collect()
 }

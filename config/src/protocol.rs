@@ -38,3 +38,24 @@ pub struct WatchResponse {
     /// The sidecar's proxy config, as YAML.
     pub config: String,
 }
+
+/// Where a sidecar reports the health of its endpoints: on a change (checked every second)
+/// and at least every [`HEALTH_REFRESH_SECS`], so `remora explain` can show it.
+pub const HEALTH_PATH: &str = "/v1/health";
+
+/// A sidecar reports its endpoints' health at least this often, changed or not.
+pub const HEALTH_REFRESH_SECS: u64 = 30;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub node: String,
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHealth {
+    pub cluster: String,
+    pub address: String,
+    /// As the sidecar's `/clusters` says: `healthy`, `unhealthy`, `ejected`, `drained`...
+    pub state: String,
+}

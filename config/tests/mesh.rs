@@ -79,6 +79,12 @@ fn the_example_mesh_is_valid_and_each_sidecar_gets_only_what_it_calls() {
     assert_eq!(weights, [("orders", 90), ("orders-canary", 10)]);
     assert_eq!(routes[0].timeout.as_secs(), 5);
 
+    // Where each route came from, for `remora explain`.
+    let origin = web.route_origin("outbound", "orders/split").unwrap();
+    assert!(origin.ends_with("orders.yaml:18"), "{origin}");
+    let origin = web.route_origin("inbound", "inbound").unwrap();
+    assert!(origin.ends_with("web.yaml:4"), "{origin}");
+
     // Payments calls nobody: no outbound listener, no clusters but its own workload.
     let payments = mesh.service("payments").unwrap();
     assert_eq!(payments.config.listeners.len(), 1);

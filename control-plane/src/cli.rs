@@ -64,6 +64,28 @@ enum Command {
         #[arg(long, value_name = "FILTER", default_value = "info")]
         log_level: String,
     },
+    /// Where a request from a sidecar's workload goes: the route (and the file and line it was
+    /// written on), the policies that apply, and the endpoints with their health.
+    ///
+    /// Example: remora explain --node web-1 GET http://orders/cart -H 'x-canary: 1'
+    Explain {
+        /// The sidecar, as it connected (`--node`).
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// The request method, e.g. GET.
+        method: String,
+        /// The URL the workload calls, e.g. http://orders.shop/cart.
+        url: String,
+        /// A request header, `name: value`; repeat for more.
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// The control plane's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
+        admin: std::net::SocketAddr,
+        /// Print the JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
     /// One line per sidecar: node, service, version, state (SYNCED, STALE or NACKED with the
     /// reason) and when it was last seen. Exits 1 if the control plane cannot be reached.
     Status {
@@ -150,6 +172,22 @@ where
         Command::Status { admin, json, all } => {
             crate::status::status(admin, json, all, stdout, stderr)
         }
+        Command::Explain {
+            node,
+            method,
+            url,
+            headers,
+            admin,
+            json,
+        } => {
+            let ask = crate::explain::ExplainRequest {
+                node,
+                method,
+                url,
+                headers,
+            };
+            explain(admin, &ask, json, stdout, stderr)
+        }
     };
     // A closed pipe (`remora schema | head`) is not worth a second error message.
     result.unwrap_or(EXIT_PROBLEMS)
@@ -225,6 +263,39 @@ fn validate_mesh(dir: &Path, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
             Ok(EXIT_PROBLEMS)
         }
     }
+}
+
+fn explain(
+    admin: std::net::SocketAddr,
+    ask: &crate::explain::ExplainRequest,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> io::Result<u8> {
+    let body = serde_json::to_string(ask).map_err(io::Error::other)?;
+    let answer = crate::status::request(admin, "POST", "/explain", Some(&body));
+    let (status, text) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            writeln!(
+                stderr,
+                "remora explain: cannot reach the control plane at {admin}: {e}"
+            )?;
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if status != 200 {
+        let why = value["error"].as_str().unwrap_or(&text);
+        writeln!(stderr, "remora explain: {why}")?;
+        return Ok(EXIT_PROBLEMS);
+    }
+    if json {
+        writeln!(stdout, "{text}")?;
+    } else {
+        write!(stdout, "{}", crate::explain::render(&ask.node, &value))?;
+    }
+    Ok(EXIT_OK)
 }
 
 fn init_logs(level: &str) {

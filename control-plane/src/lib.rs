@@ -9,6 +9,7 @@
 //! [`cli::run`].
 
 pub mod cli;
+pub mod explain;
 pub mod metrics;
 pub mod server;
 pub mod sidecars;

@@ -17,11 +17,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use remora_config::protocol::{WATCH_PATH, WatchRequest, WatchResponse};
+use remora_config::protocol::{HEALTH_PATH, HealthReport, WATCH_PATH, WatchRequest, WatchResponse};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::explain::{ExplainRequest, Node, explain};
 use crate::metrics::Metrics;
 use crate::sidecars::{Report, Sidecars};
 use crate::store::{self, LoadState, Published};
@@ -125,7 +126,7 @@ async fn accept(listener: TcpListener, state: Arc<State>, api: bool) {
                 async move {
                     Ok::<_, Infallible>(match api {
                         true => api_request(&state, req).await,
-                        false => admin_request(&state, req),
+                        false => admin_request(&state, req).await,
                     })
                 }
             });
@@ -149,15 +150,16 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> 
     respond(status, "application/json", body)
 }
 
-async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
-    if req.uri().path() != WATCH_PATH {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no such path; the watch is POST {WATCH_PATH}"),
-        );
-    }
+/// A POST's JSON body, or the response refusing it.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<T, Response<Body>> {
     if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "the watch is a POST");
+        return Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{what} is a POST"),
+        ));
     }
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
@@ -165,16 +167,35 @@ async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
     {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request: {e}"),
-            );
+            let msg = format!("cannot read the request: {e}");
+            return Err(error(StatusCode::BAD_REQUEST, msg));
         }
     };
-    let watch: WatchRequest = match serde_json::from_slice(&body) {
-        Ok(w) => w,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a watch request: {e}")),
-    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("not {what}: {e}")))
+}
+
+async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        WATCH_PATH => match json_body(req, "a watch request").await {
+            Ok(watch) => watch_request(state, watch).await,
+            Err(resp) => resp,
+        },
+        HEALTH_PATH => match json_body::<HealthReport>(req, "a health report").await {
+            Ok(report) => match state.sidecars.set_health(&report.node, report.endpoints) {
+                true => respond(StatusCode::NO_CONTENT, "application/json", Bytes::new()),
+                false => error(StatusCode::NOT_FOUND, "open a watch first"),
+            },
+            Err(resp) => resp,
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such path; the watch is POST {WATCH_PATH}"),
+        ),
+    }
+}
+
+async fn watch_request(state: &State, watch: WatchRequest) -> Response<Body> {
     if watch.node.is_empty() || watch.service.is_empty() {
         return error(StatusCode::BAD_REQUEST, "'node' and 'service' are required");
     }
@@ -224,9 +245,13 @@ async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn admin_request(state: &State, req: Request<Incoming>) -> Response<Body> {
+async fn admin_request(state: &State, req: Request<Incoming>) -> Response<Body> {
     let current = state.published.borrow().clone();
     match req.uri().path() {
+        "/explain" => match json_body::<ExplainRequest>(req, "an explain request").await {
+            Ok(ask) => explain_request(state, current.as_deref(), &ask),
+            Err(resp) => resp,
+        },
         "/live" => respond(StatusCode::OK, "text/plain", "live\n"),
         "/ready" => match current {
             Some(_) => respond(StatusCode::OK, "text/plain", "ready\n"),
@@ -256,7 +281,33 @@ fn admin_request(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "try /status, /metrics, /ready or /live",
+            "try /status, /metrics, /ready, /live or POST /explain",
         ),
+    }
+}
+
+fn explain_request(
+    state: &State,
+    current: Option<&Published>,
+    ask: &ExplainRequest,
+) -> Response<Body> {
+    let Some(current) = current else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no valid mesh config yet");
+    };
+    let Some(known) = state.sidecars.known(&ask.node) else {
+        let msg = format!(
+            "no sidecar named '{}' has connected to this control plane",
+            ask.node
+        );
+        return error(StatusCode::NOT_FOUND, msg);
+    };
+    let node = Node {
+        service: &known.service,
+        namespace: &known.namespace,
+        health: known.health.as_ref().map(|(h, age)| (h.as_slice(), *age)),
+    };
+    match explain(&current.mesh, &node, ask) {
+        Ok(v) => respond(StatusCode::OK, "application/json", v.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use remora_config::protocol::EndpointHealth;
+
 use crate::metrics::Metrics;
 use crate::store::Published;
 
@@ -32,6 +34,16 @@ struct Sidecar {
     open: u32,
     last_seen: Instant,
     last_seen_wall: SystemTime,
+    /// Its last health report, and when it came.
+    health: Option<(Instant, Vec<EndpointHealth>)>,
+}
+
+/// What `remora explain` needs of a sidecar: its service, and its last health report with
+/// its age.
+pub struct Known {
+    pub service: String,
+    pub namespace: String,
+    pub health: Option<(Vec<EndpointHealth>, Duration)>,
 }
 
 /// The state `remora status` shows.
@@ -115,6 +127,7 @@ impl Sidecars {
                 open: 0,
                 last_seen: now,
                 last_seen_wall: SystemTime::now(),
+                health: None,
             });
         sidecar.service = r.service.to_owned();
         sidecar.namespace = r.namespace.to_owned();
@@ -140,6 +153,31 @@ impl Sidecars {
             inner.check_push(current, metrics);
         }
         metrics.set_connected(inner.connected(now));
+    }
+
+    /// Keeps a sidecar's health report; false for a node that never opened a watch.
+    pub fn set_health(&self, node: &str, endpoints: Vec<EndpointHealth>) -> bool {
+        let mut inner = self.lock();
+        match inner.nodes.get_mut(node) {
+            Some(s) => {
+                s.health = Some((Instant::now(), endpoints));
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn known(&self, node: &str) -> Option<Known> {
+        let inner = self.lock();
+        let s = inner.nodes.get(node)?;
+        Some(Known {
+            service: s.service.clone(),
+            namespace: s.namespace.clone(),
+            health: s
+                .health
+                .as_ref()
+                .map(|(at, h)| (h.clone(), Instant::now().saturating_duration_since(*at))),
+        })
     }
 
     /// A watch is held open for `node` while the guard lives.
@@ -277,6 +315,7 @@ mod tests {
             open: 0,
             last_seen: Instant::now(),
             last_seen_wall: SystemTime::now(),
+            health: None,
         }
     }
 

@@ -127,13 +127,30 @@ fn ago(ms: u64) -> String {
     }
 }
 
-/// A plain HTTP/1.1 GET: `remora status` needs no client library and no runtime for this.
+/// A plain HTTP/1.1 GET.
 fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    match request(addr, "GET", path, None)? {
+        (200, body) => Ok(body),
+        (status, _) => Err(io::Error::other(format!("{path} answered {status}"))),
+    }
+}
+
+/// One HTTP/1.1 request with an optional JSON body; the status and the body. `remora status`
+/// and `remora explain` need no client library and no runtime for this.
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
+    let body = json.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -141,11 +158,12 @@ fn get(addr: SocketAddr, path: &str) -> io::Result<String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| io::Error::other("truncated response"))?;
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(io::Error::other(format!("{path} answered {status}")));
-    }
-    Ok(body.to_owned())
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("not an HTTP response"))?;
+    Ok((status, body.to_owned()))
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ pub fn start(dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Store> {
     let (state_tx, state) = watch::channel(LoadState::default());
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading the files is an event too (inotify's open/close): only changes count.
+        if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = events_tx.send(());
         }
     })
@@ -71,7 +72,7 @@ pub fn start(dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Store> {
 
 struct Loader {
     dir: PathBuf,
-    /// The files of the published version.
+    /// The files last read, accepted or refused: the same files again change nothing.
     current: Option<Vec<Source>>,
     generation: u64,
     published: watch::Sender<Option<Arc<Published>>>,
@@ -126,9 +127,10 @@ impl Loader {
                 })));
             }
             Err(d) => {
-                // Not remembered as current: fixing the files back to the served version is
-                // then seen as a change, and clears the rejection.
                 self.reject(d.iter().map(ToString::to_string).collect());
+                // Remembered, so it is not refused again at every event; fixing the files
+                // (even back to the served version) is a change, and is loaded.
+                self.current = Some(sources);
             }
         }
     }

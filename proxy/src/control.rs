@@ -18,9 +18,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use remora_config::model::{AccessLog, Admin, Config};
-use remora_config::protocol::{WATCH_PATH, WatchRequest, WatchResponse};
+use remora_config::protocol::{
+    EndpointHealth, HEALTH_PATH, HEALTH_REFRESH_SECS, HealthReport, WATCH_PATH, WatchRequest,
+    WatchResponse,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::context::Shared;
 use crate::retry::backoff::Backoff;
 
 /// How long the control plane may hold a watch with nothing new.
@@ -88,11 +92,15 @@ pub fn parse_address(url: &str) -> Result<String, String> {
 }
 
 /// Runs the watch until the proxy stops.
-pub async fn run(options: Options, apply: mpsc::UnboundedSender<Reload>) {
+pub async fn run(
+    options: Options,
+    apply: mpsc::UnboundedSender<Reload>,
+    shared: std::sync::Arc<Shared>,
+) {
     let mut state = Watch::default();
     let mut failures = 0u32;
     loop {
-        match session(&options, &apply, &mut state, &mut failures).await {
+        match session(&options, &apply, &shared, &mut state, &mut failures).await {
             Ok(()) => return,
             Err(e) => {
                 let delay = reconnect_delay(failures, &mut crate::rng::ThreadRng);
@@ -125,10 +133,19 @@ type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 async fn session(
     options: &Options,
     apply: &mpsc::UnboundedSender<Reload>,
+    shared: &std::sync::Arc<Shared>,
     state: &mut Watch,
     failures: &mut u32,
 ) -> Result<(), String> {
     let mut sender = connect(&options.address).await?;
+    // Health reports go on their own streams of the same connection, beside the held watch.
+    let reporter = tokio::spawn(report_health(
+        sender.clone(),
+        options.address.clone(),
+        options.node.clone(),
+        shared.clone(),
+    ));
+    let _stop_reporting = AbortOnDrop(reporter);
     loop {
         let request = WatchRequest {
             node: options.node.clone(),
@@ -201,6 +218,81 @@ async fn receive(
         Err(_) => return false,
     }
     true
+}
+
+/// Aborts the task when dropped (the session it belongs to ended).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every endpoint of every cluster and its state, as `/clusters` shows it.
+pub fn endpoint_health(shared: &Shared) -> Vec<EndpointHealth> {
+    let snapshot = shared.snapshot.load();
+    let now = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    for cluster in &snapshot.clusters {
+        let states = cluster.health.snapshot(now);
+        for (endpoint, state) in cluster.endpoints.iter().zip(&states) {
+            out.push(EndpointHealth {
+                cluster: cluster.name.clone(),
+                address: endpoint.address.to_string(),
+                state: match endpoint.weight {
+                    0 => "drained",
+                    _ => state.state(),
+                }
+                .to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// Sends the endpoints' health when it changes (looked at every second), and at least every
+/// [`HEALTH_REFRESH_SECS`] seconds.
+async fn report_health(
+    mut sender: Sender,
+    address: String,
+    node: String,
+    shared: std::sync::Arc<Shared>,
+) {
+    let mut last: Option<(Vec<EndpointHealth>, tokio::time::Instant)> = None;
+    let refresh = Duration::from_secs(HEALTH_REFRESH_SECS);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let endpoints = endpoint_health(&shared);
+        let due = match &last {
+            None => true,
+            Some((sent, at)) => *sent != endpoints || now.duration_since(*at) >= refresh,
+        };
+        if !due {
+            continue;
+        }
+        let report = HealthReport {
+            node: node.clone(),
+            endpoints: endpoints.clone(),
+        };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let Ok(req) = http::Request::post(format!("http://{address}{HEALTH_PATH}"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+        else {
+            return;
+        };
+        if sender.ready().await.is_err() {
+            return;
+        }
+        match sender.send_request(req).await {
+            Ok(resp) if resp.status().is_success() => last = Some((endpoints, now)),
+            Ok(resp) => tracing::debug!(status = %resp.status(), "health report refused"),
+            Err(_) => return,
+        }
+    }
 }
 
 async fn connect(address: &str) -> Result<Sender, String> {

@@ -159,7 +159,7 @@ impl Proxy {
                 crate::reload::watch(path, loaded, reload_tx.clone(), self.shared.clone());
             }
             if let Some(cp) = options.control_plane.take() {
-                tokio::spawn(crate::control::run(cp, reload_tx));
+                tokio::spawn(crate::control::run(cp, reload_tx, self.shared.clone()));
             }
             let mut signals = Signals::new(options.handle_signals);
             // Health checks and the pick sampler run here, on the main runtime: off the
