@@ -220,6 +220,9 @@ impl Sidecars {
                     state,
                     reason: match state {
                         State::Nacked => s.nacked.as_ref().map(|(_, r)| r.clone()),
+                        _ if current.is_some_and(|c| c.mesh.service(&s.service).is_none()) => {
+                            Some(format!("service '{}' is not in the mesh config", s.service))
+                        }
                         _ => None,
                     },
                     connected: s.connected(now),
@@ -254,7 +257,12 @@ impl Inner {
         if push.complete_after_ms.is_some() {
             return;
         }
-        let connected: Vec<&Sidecar> = self.nodes.values().filter(|s| s.connected(now)).collect();
+        // Sidecars of a service the mesh does not have are sent nothing, so wait for none.
+        let connected: Vec<&Sidecar> = self
+            .nodes
+            .values()
+            .filter(|s| s.connected(now) && current.mesh.service(&s.service).is_some())
+            .collect();
         if connected.is_empty()
             || connected
                 .iter()
@@ -317,6 +325,76 @@ mod tests {
             last_seen_wall: SystemTime::now(),
             health: None,
         }
+    }
+
+    fn published(text: &str) -> Published {
+        let sources = [remora_config::mesh::Source {
+            name: "m.yaml".into(),
+            text: text.into(),
+        }];
+        Published {
+            mesh: remora_config::mesh::load(&sources).unwrap(),
+            generation: 1,
+            accepted_at: Instant::now(),
+        }
+    }
+
+    fn report<'a>(
+        node: &'a str,
+        service: &'a str,
+        version: &'a str,
+        error: Option<&'a str>,
+    ) -> Report<'a> {
+        Report {
+            node,
+            service,
+            namespace: "default",
+            version,
+            error,
+        }
+    }
+
+    /// A push completes when every connected sidecar of a known service has reported the
+    /// version, ACK or NACK; a sidecar of an unknown service does not hold it up.
+    #[test]
+    fn a_push_completes_with_the_last_report() {
+        let metrics = Metrics::new();
+        let sidecars = Sidecars::default();
+        let p = published(
+            "services:\n  - { name: a, app: 127.0.0.1:1 }\n  - { name: b, app: 127.0.0.1:2 }\n",
+        );
+        let v = p.mesh.version.clone();
+        sidecars.report(&report("a-1", "a", "", None), Some(&p), &metrics);
+        sidecars.report(&report("b-1", "b", "", None), Some(&p), &metrics);
+        sidecars.report(&report("x-1", "nope", "", None), Some(&p), &metrics);
+        sidecars.published(&p, &metrics);
+        let complete = |s: &Sidecars| s.rows(Some(&p)).1.unwrap().complete_after_ms;
+        assert_eq!(complete(&sidecars), None);
+        sidecars.report(&report("a-1", "a", &v, None), Some(&p), &metrics);
+        assert_eq!(complete(&sidecars), None, "b has not reported");
+        sidecars.report(
+            &report("b-1", "b", &v, Some("cannot bind")),
+            Some(&p),
+            &metrics,
+        );
+        assert!(complete(&sidecars).is_some());
+
+        let (rows, push) = sidecars.rows(Some(&p));
+        assert_eq!(push.unwrap().sidecars, 2);
+        let state = |node: &str| rows.iter().find(|r| r.node == node).unwrap().clone();
+        assert_eq!(state("a-1").state, State::Synced);
+        assert_eq!(state("b-1").state, State::Nacked);
+        assert_eq!(state("b-1").reason.as_deref(), Some("cannot bind"));
+        assert_eq!(state("x-1").state, State::Stale);
+        assert!(state("x-1").reason.unwrap().contains("not in the mesh"));
+        let text = metrics.render();
+        assert!(text.contains("remora_cp_acks_total 1"), "{text}");
+        assert!(text.contains("remora_cp_nacks_total 1"), "{text}");
+        assert!(
+            text.contains("remora_cp_push_latency_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("remora_cp_connected_sidecars 3"), "{text}");
     }
 
     #[test]
