@@ -169,12 +169,16 @@ pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
     })
 }
 
-/// FNV-1a over each file's name and text, in order: stable across machines and builds (the
-/// standard library's hasher is not), and cheap. It names content; it guards nothing.
+/// FNV-1a over each file's name (without its directory: replicas may mount the directory at
+/// different paths) and text, in order: stable across machines and builds (the standard
+/// library's hasher is not), and cheap. It names content; it guards nothing.
 fn version(sources: &[Source]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for s in sources {
-        for b in s.name.bytes().chain([0]).chain(s.text.bytes()).chain([0]) {
+        let name = Path::new(&s.name)
+            .file_name()
+            .map_or(s.name.as_str(), |n| n.to_str().unwrap_or(&s.name));
+        for b in name.bytes().chain([0]).chain(s.text.bytes()).chain([0]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }

@@ -101,6 +101,17 @@ fn the_version_names_the_content() {
     let a = mesh::load(&sources).unwrap().version;
     assert_eq!(a, mesh::load(&sources).unwrap().version, "stable");
     assert_eq!(a.len(), 16);
+    // The directory's path is not part of it: replicas may mount it elsewhere.
+    let moved: Vec<Source> = sources
+        .iter()
+        .map(|s| {
+            source(
+                &s.name.replace("examples/mesh", "examples/../examples/mesh"),
+                &s.text,
+            )
+        })
+        .collect();
+    assert_eq!(a, mesh::load(&moved).unwrap().version);
     let mut edited = sources.clone();
     edited[0].text.push_str("\n# a comment\n");
     assert_ne!(a, mesh::load(&edited).unwrap().version);

@@ -75,7 +75,10 @@ async fn serve(options: Options) -> Result<(), String> {
     tracing::info!(listen = %api_addr, admin = %admin_addr, dir = %options.config_dir.display(), "control plane up");
     if let Some(path) = &options.write_addrs {
         let text = json!({"listen": api_addr.to_string(), "admin": admin_addr.to_string()});
-        std::fs::write(path, text.to_string())
+        // Written aside and renamed, so a reader never sees half of it.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text.to_string())
+            .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let state = Arc::new(State {
@@ -86,6 +89,7 @@ async fn serve(options: Options) -> Result<(), String> {
         config_dir: options.config_dir,
     });
     tokio::spawn(track_pushes(state.clone(), store.published));
+    tokio::spawn(tick(state.clone()));
     tokio::spawn(accept(admin, state.clone(), false));
     accept(api, state, true).await;
     Ok(())
@@ -105,6 +109,17 @@ async fn track_pushes(state: Arc<State>, mut published: watch::Receiver<Option<A
         if published.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Notices sidecars that went away (see [`Sidecars::tick`]) within a quarter of a second of
+/// their grace running out.
+async fn tick(state: Arc<State>) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        let current = state.published.borrow().clone();
+        state.sidecars.tick(current.as_deref(), &state.metrics);
     }
 }
 
@@ -247,6 +262,8 @@ async fn watch_request(state: &State, watch: WatchRequest) -> Response<Body> {
 
 async fn admin_request(state: &State, req: Request<Incoming>) -> Response<Body> {
     let current = state.published.borrow().clone();
+    // What is shown (the gauge, pushes) is brought up to now first.
+    state.sidecars.tick(current.as_deref(), &state.metrics);
     match req.uri().path() {
         "/explain" => match json_body::<ExplainRequest>(req, "an explain request").await {
             Ok(ask) => explain_request(state, current.as_deref(), &ask),

@@ -191,6 +191,16 @@ impl Sidecars {
         }
     }
 
+    /// Time passing: sidecars that went away stop counting as connected once their grace
+    /// runs out, which updates the gauge and may complete a push they were holding up.
+    pub fn tick(&self, current: Option<&Published>, metrics: &Metrics) {
+        let mut inner = self.lock();
+        if let Some(current) = current {
+            inner.check_push(current, metrics);
+        }
+        metrics.set_connected(inner.connected(Instant::now()));
+    }
+
     /// A new version was published: its push starts now.
     pub fn published(&self, current: &Published, metrics: &Metrics) {
         let mut inner = self.lock();

@@ -37,6 +37,8 @@
 //! - [`process`]: [`ProxyProcess`], the proxy as a child process (config, addresses, readiness,
 //!   metrics, captured output, RSS, shutdown);
 //! - [`clusters`]: the admin `/clusters` page read back, endpoint by endpoint;
+//! - [`control_plane`]: [`ControlPlaneProcess`] (`remora control-plane`), the [`MeshDir`] it
+//!   reads, and [`Sidecar`]s that take their config from it;
 //! - [`upstream`]: [`Upstream`], scripted HTTP/1.1 + h2c servers driven by a [`Behaviour`], and
 //!   [`Echo`], the request description they answer with;
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
@@ -53,6 +55,7 @@
 pub mod body;
 pub mod client;
 pub mod clusters;
+pub mod control_plane;
 pub mod load;
 pub mod metrics;
 pub mod process;
@@ -65,6 +68,7 @@ pub mod util;
 pub use body::{ChannelBody, PatternBody, PatternCheck};
 pub use client::{Client, Proto, Reply};
 pub use clusters::Clusters;
+pub use control_plane::{ControlPlaneProcess, MeshDir, Sidecar};
 pub use metrics::Metrics;
 pub use process::{ProxyProcess, proxy_bin};
 pub use raw::RawServer;

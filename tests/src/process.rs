@@ -147,6 +147,22 @@ pub struct BoundAddrs {
 }
 
 impl BoundAddrs {
+    /// As [`BoundAddrs::parse`], `None` for text that is not (yet) an addrs file.
+    pub fn try_parse(text: &str) -> Option<BoundAddrs> {
+        let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+        let addr = |v: &serde_json::Value| v.as_str()?.parse::<SocketAddr>().ok();
+        let admin = match &doc["admin"] {
+            serde_json::Value::Null => None,
+            a => Some(addr(a)?),
+        };
+        let listeners = doc["listeners"]
+            .as_object()?
+            .iter()
+            .map(|(name, a)| Some((name.clone(), addr(a)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(BoundAddrs { admin, listeners })
+    }
+
     fn parse(text: &str) -> BoundAddrs {
         let doc: serde_json::Value =
             serde_json::from_str(text).unwrap_or_else(|e| panic!("addrs file {text:?}: {e}"));
@@ -213,6 +229,16 @@ impl ProxyBuilder {
     /// Blocks the calling thread for the few milliseconds that takes, which is harmless in an
     /// async test too: upstreams and client connections run on runtimes of their own.
     pub fn start(self) -> ProxyProcess {
+        let mut proxy = self.spawn();
+        if proxy.addrs.admin.is_some() {
+            proxy.wait_ready(START_TIMEOUT);
+        }
+        proxy
+    }
+
+    /// Spawns the proxy and waits only for its addresses file, not for `/ready`: for a sidecar
+    /// that has no config yet (it binds its admin listener and waits for the control plane).
+    pub fn spawn(self) -> ProxyProcess {
         let dir = TempDir::new("proxy");
         let addrs_file = dir.path().join(ADDRS_FILE);
         let mut cmd = Command::new(proxy_bin());
@@ -262,21 +288,6 @@ impl ProxyBuilder {
             dir,
         };
         proxy.addrs = proxy.wait_for_addrs(&addrs_file);
-        if let Some(admin) = proxy.addrs.admin {
-            let deadline = Instant::now() + START_TIMEOUT;
-            loop {
-                proxy.assert_running("waiting for /ready");
-                if raw::get(admin, "/ready").is_ok_and(|r| r.status == 200) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "proxy not ready after {START_TIMEOUT:?}; stderr:\n{}",
-                    proxy.stderr.text()
-                );
-                std::thread::sleep(crate::util::POLL_INTERVAL);
-            }
-        }
         proxy
     }
 }
@@ -316,6 +327,29 @@ impl ProxyProcess {
             assert!(
                 Instant::now() < deadline,
                 "proxy wrote no addrs file within {START_TIMEOUT:?}; stderr:\n{}",
+                self.stderr.text()
+            );
+            std::thread::sleep(crate::util::POLL_INTERVAL);
+        }
+    }
+
+    /// Whether the admin `/ready` answers 200 now.
+    pub fn is_ready(&self) -> bool {
+        raw::get(self.admin(), "/ready").is_ok_and(|r| r.status == 200)
+    }
+
+    /// Waits (blocking the thread) until the admin `/ready` answers 200. Panics (with the
+    /// proxy's stderr) if it exits or is not ready within `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.assert_running("waiting for /ready");
+            if self.is_ready() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy not ready after {timeout:?}; stderr:\n{}",
                 self.stderr.text()
             );
             std::thread::sleep(crate::util::POLL_INTERVAL);
@@ -387,6 +421,13 @@ impl ProxyProcess {
         let text = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
         BoundAddrs::parse(&text)
+    }
+
+    /// The `--write-addrs` file as it is now, `None` if it cannot be read or parsed: for a
+    /// caller that polls while the proxy may be rewriting it.
+    pub fn try_read_addrs_file(&self) -> Option<BoundAddrs> {
+        let text = std::fs::read_to_string(self.dir.path().join(ADDRS_FILE)).ok()?;
+        BoundAddrs::try_parse(&text)
     }
 
     /// Takes the listener addresses from the `--write-addrs` file again, after a reload added,

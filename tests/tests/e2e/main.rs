@@ -9,6 +9,7 @@ mod access_log;
 mod admin;
 mod balancing;
 mod cli;
+mod control_plane;
 mod detection;
 mod drain;
 mod errors;
