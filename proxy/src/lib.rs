@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod cli;
 pub mod context;
 pub mod detect;
+pub mod discovery;
 pub mod error;
 pub mod fault;
 pub mod framing;

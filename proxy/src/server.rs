@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
 use crate::context::{ConnCtx, Shared};
+use crate::discovery::{self, Resolved};
 use crate::metrics::Metrics;
 use crate::snapshot::{ListenerHandle, ListenerRtKind, Snapshot};
 
@@ -33,6 +34,8 @@ pub struct Proxy {
     /// Kept apart from the socket, which `run` hands to the admin server.
     admin_addr: Option<SocketAddr>,
     workers: usize,
+    /// The last good DNS answer of each dns cluster: every snapshot is built with them.
+    resolved: Resolved,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -98,7 +101,8 @@ impl Proxy {
             None => None,
         };
         let workers = config.runtime.workers;
-        let snapshot = Snapshot::build(Arc::new(config), &metrics, None);
+        let resolved = Resolved::default();
+        let snapshot = Snapshot::build(Arc::new(config), &metrics, None, &resolved);
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for (l, rt) in snapshot.config.listeners.iter().zip(&snapshot.listeners) {
             listeners.push(BoundListener {
@@ -114,6 +118,7 @@ impl Proxy {
             admin,
             admin_addr,
             workers,
+            resolved,
         })
     }
 
@@ -155,25 +160,39 @@ impl Proxy {
                 crate::reload::watch(path, loaded, reload_tx, self.shared.clone());
             }
             let mut signals = Signals::new(options.handle_signals);
-            // Health checks and the pick sampler run here, on the main runtime: off the
-            // workers that serve requests.
+            // Health checks, DNS resolution and the pick sampler run here, on the main
+            // runtime: off the workers that serve requests.
             for cluster in &self.shared.snapshot.load().clusters {
                 cluster.start_health();
             }
+            let (found_tx, mut found) = mpsc::unbounded_channel();
+            let mut discovery = discovery::Tasks::new(
+                found_tx,
+                self.shared.metrics.clone(),
+                self.shared.dns.clone(),
+            );
+            let mut warmup = Warmup::new(&self.shared.snapshot.load().config);
+            discovery.reconcile(&self.shared.snapshot.load().config);
             tokio::spawn(sample_picks(self.shared.clone()));
-            self.shared.set_ready();
-            tracing::info!("ready");
+            warmup.check(&self.shared);
             loop {
                 tokio::select! {
                     () = signals.recv() => break,
                     () = self.shared.drain.requested() => break,
                     Some(config) = reloads.recv() => {
-                        if self.apply(config, &workers)
-                            && let Some(on_bound) = &options.on_bound
-                        {
-                            on_bound(&self.addrs());
+                        if self.apply(config, &workers) {
+                            discovery.reconcile(&self.shared.snapshot.load().config);
+                            if let Some(on_bound) = &options.on_bound {
+                                on_bound(&self.addrs());
+                            }
                         }
                     }
+                    Some(answer) = found.recv() => {
+                        warmup.answered(&answer.cluster);
+                        self.discovered(answer);
+                        warmup.check(&self.shared);
+                    }
+                    () = warmup.timed_out() => warmup.give_up(&self.shared),
                 }
             }
             self.drain(&mut signals).await;
@@ -212,7 +231,7 @@ impl Proxy {
         let metrics = &self.shared.metrics;
         let previous = self.shared.snapshot.load_full();
         warn_restart_only(&previous.config, &config);
-        let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous));
+        let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous), &self.resolved);
         // Everything that can fail is done before anything is swapped: a config that cannot
         // be bound or whose access log cannot be opened changes nothing.
         let prepared = self.listeners.plan(&snapshot).and_then(|plan| {
@@ -250,10 +269,92 @@ impl Proxy {
         for cluster in &snapshot.clusters {
             cluster.start_health();
         }
+        self.resolved.retain(&snapshot.config);
         self.shared.snapshot.store(Arc::new(snapshot));
         metrics.config_reload(true);
         tracing::info!("config reloaded");
         true
+    }
+
+    /// Applies a new DNS answer for a cluster: the snapshot is built again from the same config
+    /// with it, which rebuilds only that cluster (keeping what its remaining endpoints know) and
+    /// the listeners' route tables that point to it, and swapped in as a reload is. Requests
+    /// in flight keep the cluster they picked their endpoint from.
+    fn discovered(&mut self, found: discovery::Discovered) {
+        let previous = self.shared.snapshot.load_full();
+        let cluster = found.cluster.clone();
+        if !self.resolved.update(&previous.config, found) {
+            return;
+        }
+        let snapshot = Snapshot::build(
+            previous.config.clone(),
+            &self.shared.metrics,
+            Some(&previous),
+            &self.resolved,
+        );
+        // Same config, so the same listeners in the same order.
+        for (bound, rt) in self.listeners.0.iter().zip(&snapshot.listeners) {
+            bound.handle.store(rt.clone());
+        }
+        for c in &snapshot.clusters {
+            c.start_health();
+        }
+        self.shared.snapshot.store(Arc::new(snapshot));
+        tracing::info!(%cluster, "endpoints updated from dns");
+    }
+}
+
+/// `/ready` waits for each dns cluster's first answer, for up to
+/// [`discovery::WARMUP_TIMEOUT`] (Envoy's cluster warming): traffic sent to a pod that just
+/// started should not meet 503 `no-endpoint` because DNS had not answered yet.
+struct Warmup {
+    /// Dns clusters of the first config still without an answer.
+    waiting: std::collections::HashSet<String>,
+    deadline: tokio::time::Instant,
+    done: bool,
+}
+
+impl Warmup {
+    fn new(config: &Config) -> Self {
+        let waiting = config
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.discovery, remora_config::model::Discovery::Dns(_)))
+            .map(|c| c.name.clone())
+            .collect();
+        Warmup {
+            waiting,
+            deadline: tokio::time::Instant::now() + discovery::WARMUP_TIMEOUT,
+            done: false,
+        }
+    }
+
+    fn answered(&mut self, cluster: &str) {
+        self.waiting.remove(cluster);
+    }
+
+    /// Ready once nothing is waiting.
+    fn check(&mut self, shared: &Shared) {
+        if !self.done && self.waiting.is_empty() {
+            self.done = true;
+            shared.set_ready();
+            tracing::info!("ready");
+        }
+    }
+
+    /// Resolves at the deadline while still warming; never after.
+    async fn timed_out(&self) {
+        if self.done {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.deadline).await;
+    }
+
+    fn give_up(&mut self, shared: &Shared) {
+        let waiting: Vec<&String> = self.waiting.iter().collect();
+        tracing::warn!(clusters = ?waiting, timeout = ?discovery::WARMUP_TIMEOUT, "no dns answer yet; ready anyway, those clusters answer 503 until one arrives");
+        self.waiting.clear();
+        self.check(shared);
     }
 }
 

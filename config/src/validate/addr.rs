@@ -78,6 +78,35 @@ pub(super) fn endpoint_address(text: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
+/// A nameserver: `IP:port`, or an IP alone for port 53.
+pub(super) fn nameserver_address(text: &str) -> Result<SocketAddr, String> {
+    let addr = match parse(text) {
+        Ok(addr) => addr,
+        Err(Problem::NoPort) => {
+            let ip = text.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = ip.parse().map_err(|_| invalid_nameserver(text))?;
+            SocketAddr::new(ip, crate::defaults::DNS_SERVER_PORT)
+        }
+        Err(Problem::Empty) => return Err("empty address; write IP or IP:port".to_owned()),
+        Err(Problem::Hostname) => {
+            return Err(format!(
+                "'{}' is a hostname; a nameserver is an IP address (resolving its name would \
+                 need a nameserver)",
+                text.trim()
+            ));
+        }
+        Err(Problem::Invalid) => return Err(invalid_nameserver(text)),
+    };
+    if addr.port() == 0 {
+        return Err(format!("'{}': port 0 cannot be queried", text.trim()));
+    }
+    Ok(addr)
+}
+
+fn invalid_nameserver(text: &str) -> String {
+    format!("'{}' is not IP or IP:port, e.g. 10.96.0.10:53", text.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,33 +147,4 @@ mod tests {
         );
         assert!(listen_address("").unwrap_err().starts_with("empty address"));
     }
-}
-
-/// A nameserver: `IP:port`, or an IP alone for port 53.
-pub(super) fn nameserver_address(text: &str) -> Result<SocketAddr, String> {
-    let addr = match parse(text) {
-        Ok(addr) => addr,
-        Err(Problem::NoPort) => {
-            let ip = text.trim().trim_start_matches('[').trim_end_matches(']');
-            let ip: IpAddr = ip.parse().map_err(|_| invalid_nameserver(text))?;
-            SocketAddr::new(ip, crate::defaults::DNS_SERVER_PORT)
-        }
-        Err(Problem::Empty) => return Err("empty address; write IP or IP:port".to_owned()),
-        Err(Problem::Hostname) => {
-            return Err(format!(
-                "'{}' is a hostname; a nameserver is an IP address (resolving its name would \
-                 need a nameserver)",
-                text.trim()
-            ));
-        }
-        Err(Problem::Invalid) => return Err(invalid_nameserver(text)),
-    };
-    if addr.port() == 0 {
-        return Err(format!("'{}': port 0 cannot be queried", text.trim()));
-    }
-    Ok(addr)
-}
-
-fn invalid_nameserver(text: &str) -> String {
-    format!("'{}' is not IP or IP:port, e.g. 10.96.0.10:53", text.trim())
 }

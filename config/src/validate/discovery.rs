@@ -47,28 +47,14 @@ fn dns(cx: &Cx, raw: &raw::DnsDiscovery, pos: Pos, path: &str) -> Option<model::
         .required(&raw.name, pos, path, "name", "")
         .and_then(|item| dns_name(cx, item.get()?, item.pos, &join(path, "name")));
     let record = record(cx, raw, pos, path);
-    let min_ttl = Bound {
-        field: &raw.min_ttl,
-        name: "min_ttl",
-        value: cx.duration(
-            &raw.min_ttl,
-            &join(path, "min_ttl"),
-            ranges::DNS_TTL,
-            defaults::DNS_MIN_TTL,
-        ),
+    let ttl = |field, name, default| Bound {
+        field,
+        name,
+        value: cx.duration(field, &join(path, name), ranges::DNS_TTL, default),
         range: ranges::DNS_TTL,
     };
-    let max_ttl = Bound {
-        field: &raw.max_ttl,
-        name: "max_ttl",
-        value: cx.duration(
-            &raw.max_ttl,
-            &join(path, "max_ttl"),
-            ranges::DNS_TTL,
-            defaults::DNS_MAX_TTL,
-        ),
-        range: ranges::DNS_TTL,
-    };
+    let min_ttl = ttl(&raw.min_ttl, "min_ttl", defaults::DNS_MIN_TTL);
+    let max_ttl = ttl(&raw.max_ttl, "max_ttl", defaults::DNS_MAX_TTL);
     let (min, max) = (min_ttl.value, max_ttl.value);
     in_order(cx, min_ttl, max_ttl, path, "");
     let servers = servers(cx, raw.servers.as_ref(), &join(path, "servers"));
