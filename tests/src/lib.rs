@@ -37,6 +37,7 @@
 //! - [`process`]: [`ProxyProcess`], the proxy as a child process (config, addresses, readiness,
 //!   metrics, captured output, RSS, shutdown);
 //! - [`clusters`]: the admin `/clusters` page read back, endpoint by endpoint;
+//! - [`dns`]: [`dns::Dnsmasq`], a real DNS server whose records a test changes;
 //! - [`upstream`]: [`Upstream`], scripted HTTP/1.1 + h2c servers driven by a [`Behaviour`], and
 //!   [`Echo`], the request description they answer with;
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
@@ -53,6 +54,7 @@
 pub mod body;
 pub mod client;
 pub mod clusters;
+pub mod dns;
 pub mod load;
 pub mod metrics;
 pub mod process;

@@ -10,6 +10,7 @@ mod admin;
 mod balancing;
 mod cli;
 mod detection;
+mod dns;
 mod drain;
 mod errors;
 mod grpc;
