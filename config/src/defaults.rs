@@ -375,3 +375,14 @@ pub mod ranges {
     pub const RATE: (f64, f64) = (0.0, 1e9);
     pub const RATE_LIMIT_BURST: (u32, u32) = (1, u32::MAX);
 }
+
+/// A service's namespace when the mesh config names none: Kubernetes' own default.
+pub const MESH_NAMESPACE: &str = "default";
+
+/// A sidecar's inbound listener, as Istio's: every interface, since traffic for the
+/// workload arrives from other pods (in Kubernetes, redirected here by iptables).
+pub const MESH_INBOUND: &str = "0.0.0.0:15006";
+
+/// A sidecar's outbound listener, as Istio's: loopback only, since only the workload in its
+/// own pod may send through it.
+pub const MESH_OUTBOUND: &str = "127.0.0.1:15001";

@@ -113,6 +113,14 @@ impl Collector {
         self.typo_targets.borrow().contains(path)
     }
 
+    /// Everything reported so far, sorted by position (as `finish` sorts it), leaving none.
+    pub(crate) fn take(&self) -> Vec<Diagnostic> {
+        let mut found = std::mem::take(&mut *self.found.borrow_mut());
+        found.sort_by_key(|d| (d.line, d.column));
+        found.dedup();
+        found
+    }
+
     /// The model if nothing was reported, otherwise every diagnostic, sorted by position.
     ///
     /// The sort is stable, so problems at the same position keep the order they were found in

@@ -129,7 +129,7 @@ fn listener(l: &model::Listener) -> raw::Listener {
     }
 }
 
-fn route(r: &model::Route) -> raw::Route {
+pub(crate) fn route(r: &model::Route) -> raw::Route {
     let rewrite = |h: &model::HeaderRewrite| (!h.is_empty()).then(|| Item::new(header_rewrite(h)));
     raw::Route {
         name: some(r.name.clone()),
@@ -238,7 +238,7 @@ fn header_rewrite(h: &model::HeaderRewrite) -> raw::HeaderRewrite {
     }
 }
 
-fn cluster(c: &model::Cluster) -> raw::Cluster {
+pub(crate) fn cluster(c: &model::Cluster) -> raw::Cluster {
     raw::Cluster {
         name: some(c.name.clone()),
         protocol: some(match c.protocol {

@@ -6,7 +6,9 @@
 //! `file:line:col: field.path: message` line each, sorted by position.
 
 pub mod defaults;
+pub mod mesh;
 pub mod model;
+pub mod protocol;
 pub mod raw;
 pub mod timestamp;
 pub mod units;
@@ -69,4 +71,15 @@ pub fn to_yaml(config: &model::Config) -> String {
 /// JSON Schema (draft 7) of the YAML file, for editors.
 pub fn schema() -> serde_json::Value {
     schema::schema()
+}
+
+/// A route as the YAML would write it, every default spelled out, as JSON (for tools that show
+/// config, such as `remora explain`).
+pub fn route_json(route: &model::Route) -> serde_json::Value {
+    serde_json::to_value(emit::route(route)).unwrap_or_default()
+}
+
+/// A cluster as the YAML would write it, every default spelled out, as JSON.
+pub fn cluster_json(cluster: &model::Cluster) -> serde_json::Value {
+    serde_json::to_value(emit::cluster(cluster)).unwrap_or_default()
 }

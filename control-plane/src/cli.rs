@@ -39,8 +39,65 @@ enum Command {
     /// Exits 1 if any file has a problem.
     Validate {
         /// Config files to check; `-` reads standard input.
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "mesh", value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Check a mesh config directory instead (what `control-plane --config-dir` reads):
+        /// every file together.
+        #[arg(long, value_name = "DIR", conflicts_with = "files")]
+        mesh: Option<PathBuf>,
+    },
+    /// Serve the mesh config in DIR to sidecars, and watch DIR for changes.
+    ControlPlane {
+        /// The mesh config: every *.yaml file in it (see config/examples/mesh/).
+        #[arg(long, value_name = "DIR")]
+        config_dir: PathBuf,
+        /// Where sidecars connect (HTTP/2 or HTTP/1.1, see docs/control-plane.md).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
+        listen: std::net::SocketAddr,
+        /// /status, /metrics, /ready and /live. Not authenticated: keep it private.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
+        admin: std::net::SocketAddr,
+        /// Once listening, write the bound addresses as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        write_addrs: Option<PathBuf>,
+        /// Log filter (stderr), as RUST_LOG; RUST_LOG wins if set.
+        #[arg(long, value_name = "FILTER", default_value = "info")]
+        log_level: String,
+    },
+    /// Where a request from a sidecar's workload goes: the route (and the file and line it was
+    /// written on), the policies that apply, and the endpoints with their health.
+    ///
+    /// Example: remora explain --node web-1 GET http://orders/cart -H 'x-canary: 1'
+    Explain {
+        /// The sidecar, as it connected (`--node`).
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// The request method, e.g. GET.
+        method: String,
+        /// The URL the workload calls, e.g. http://orders.shop/cart.
+        url: String,
+        /// A request header, `name: value`; repeat for more.
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// The control plane's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
+        admin: std::net::SocketAddr,
+        /// Print the JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One line per sidecar: node, service, version, state (SYNCED, STALE or NACKED with the
+    /// reason) and when it was last seen. Exits 1 if the control plane cannot be reached.
+    Status {
+        /// The control plane's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
+        admin: std::net::SocketAddr,
+        /// Print the control plane's JSON as is.
+        #[arg(long)]
+        json: bool,
+        /// Include sidecars that are no longer connected.
+        #[arg(long)]
+        all: bool,
     },
     /// Print the JSON Schema of the proxy config, for editor completion and checking.
     ///
@@ -88,8 +145,49 @@ where
         }
     };
     let result = match cli.command {
-        Command::Validate { files } => validate(&files, stdin, stdout, stderr),
+        Command::Validate { files, mesh: None } => validate(&files, stdin, stdout, stderr),
+        Command::Validate {
+            mesh: Some(dir), ..
+        } => validate_mesh(&dir, stdout, stderr),
         Command::Schema => schema(stdout),
+        Command::ControlPlane {
+            config_dir,
+            listen,
+            admin,
+            write_addrs,
+            log_level,
+        } => {
+            init_logs(&log_level);
+            let options = crate::server::Options {
+                config_dir,
+                listen,
+                admin,
+                write_addrs,
+            };
+            match crate::server::run(options) {
+                Ok(()) => Ok(EXIT_OK),
+                Err(e) => writeln!(stderr, "remora control-plane: {e}").map(|()| EXIT_PROBLEMS),
+            }
+        }
+        Command::Status { admin, json, all } => {
+            crate::status::status(admin, json, all, stdout, stderr)
+        }
+        Command::Explain {
+            node,
+            method,
+            url,
+            headers,
+            admin,
+            json,
+        } => {
+            let ask = crate::explain::ExplainRequest {
+                node,
+                method,
+                url,
+                headers,
+            };
+            explain(admin, &ask, json, stdout, stderr)
+        }
     };
     // A closed pipe (`remora schema | head`) is not worth a second error message.
     result.unwrap_or(EXIT_PROBLEMS)
@@ -143,6 +241,71 @@ fn load(file: &Path, stdin: &mut dyn Read) -> Result<Config, Diagnostics> {
             message: format!("cannot read standard input: {e}"),
         }])),
     }
+}
+
+fn validate_mesh(dir: &Path, stdout: &mut dyn Write, stderr: &mut dyn Write) -> io::Result<u8> {
+    let loaded = remora_config::mesh::read_dir(dir).and_then(|s| remora_config::mesh::load(&s));
+    match loaded {
+        Ok(mesh) => {
+            writeln!(
+                stdout,
+                "{}: ok ({} services, version {})",
+                dir.display(),
+                mesh.services.len(),
+                mesh.version
+            )?;
+            Ok(EXIT_OK)
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                writeln!(stderr, "{d}")?;
+            }
+            Ok(EXIT_PROBLEMS)
+        }
+    }
+}
+
+fn explain(
+    admin: std::net::SocketAddr,
+    ask: &crate::explain::ExplainRequest,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> io::Result<u8> {
+    let body = serde_json::to_string(ask).map_err(io::Error::other)?;
+    let answer = crate::status::request(admin, "POST", "/explain", Some(&body));
+    let (status, text) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            writeln!(
+                stderr,
+                "remora explain: cannot reach the control plane at {admin}: {e}"
+            )?;
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if status != 200 {
+        let why = value["error"].as_str().unwrap_or(&text);
+        writeln!(stderr, "remora explain: {why}")?;
+        return Ok(EXIT_PROBLEMS);
+    }
+    if json {
+        writeln!(stdout, "{text}")?;
+    } else {
+        write!(stdout, "{}", crate::explain::render(&ask.node, &value))?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn init_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .try_init();
 }
 
 fn schema(stdout: &mut dyn Write) -> io::Result<u8> {

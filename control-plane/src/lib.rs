@@ -1,9 +1,19 @@
 //! Remora's control plane and its command-line tool, `remora`.
 //!
-//! For now this is the CLI's config commands ([`cli`]); the config server, CA, sidecar
-//! injection, `status` and `explain` join it here as they are written. `main.rs` only calls
-//! [`run_cli`], so tests drive the same code in-process through [`cli::run`].
+//! - [`cli`]: the commands (`validate`, `schema`, `control-plane`, `status`);
+//! - [`store`]: the mesh directory, loaded, checked and watched;
+//! - [`server`]: the watch that sidecars hold open, and the admin endpoints;
+//! - [`sidecars`]: what each sidecar received, applied or refused (`remora status`).
+//!
+//! `main.rs` only calls [`run_cli`], so tests drive the same code in-process through
+//! [`cli::run`].
 
 pub mod cli;
+pub mod explain;
+pub mod metrics;
+pub mod server;
+pub mod sidecars;
+pub mod status;
+pub mod store;
 
 pub use cli::run_cli;

@@ -17,8 +17,35 @@ use crate::server::{BoundAddrs, Proxy, RunOptions};
 #[command(name = "remora-proxy", version, about, long_about = None)]
 pub struct Args {
     /// The YAML config file.
-    #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin"])]
+    #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin", "control_plane"])]
     pub config: Option<PathBuf>,
+
+    /// Take the config from this control plane (http://HOST:PORT) instead of a file; the
+    /// proxy is ready once the first version is applied. Needs --node and --service.
+    #[arg(long, value_name = "URL", requires_all = ["node", "service"], conflicts_with = "listen")]
+    pub control_plane: Option<String>,
+
+    /// Control-plane mode: this sidecar's name, unique in the mesh (in Kubernetes, the pod's).
+    #[arg(long, value_name = "NAME", requires = "control_plane")]
+    pub node: Option<String>,
+
+    /// Control-plane mode: the service this sidecar serves.
+    #[arg(long, value_name = "NAME", requires = "control_plane")]
+    pub service: Option<String>,
+
+    /// Control-plane mode: the service's namespace.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub namespace: String,
+
+    /// Control-plane mode: bind the inbound listener here rather than where the mesh config
+    /// says (for several sidecars on one host).
+    #[arg(long, value_name = "ADDR", requires = "control_plane")]
+    pub inbound: Option<SocketAddr>,
+
+    /// Control-plane mode: bind the outbound listener here rather than where the mesh config
+    /// says.
+    #[arg(long, value_name = "ADDR", requires = "control_plane")]
+    pub outbound: Option<SocketAddr>,
 
     /// Zero-config mode: serve HTTP on this address...
     #[arg(long, value_name = "ADDR", requires = "upstream")]
@@ -33,7 +60,8 @@ pub struct Args {
     )]
     pub upstream: Vec<SocketAddr>,
 
-    /// Zero-config mode: also serve the admin endpoints (/ready, /metrics...) here.
+    /// Zero-config and control-plane modes: serve the admin endpoints (/ready, /metrics...)
+    /// here. Control-plane mode defaults to 127.0.0.1:15000.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
 
@@ -103,6 +131,13 @@ pub fn main() -> ExitCode {
         print!("{}", remora_config::to_yaml(&config));
         return ExitCode::SUCCESS;
     }
+    let control_plane = match control_plane_options(&args, &config) {
+        Ok(cp) => cp,
+        Err(msg) => {
+            eprintln!("remora-proxy: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     let proxy = match Proxy::bind(config) {
         Ok(p) => p,
         Err(e) => {
@@ -130,6 +165,7 @@ pub fn main() -> ExitCode {
             }
         })),
         handle_signals: true,
+        control_plane,
     };
     match proxy.run(options) {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +174,32 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A sidecar's admin listener unless `--admin` says otherwise: Istio's and Linkerd's admin
+/// ports are 15000 and 4191; loopback only, since it is not authenticated.
+const DEFAULT_SIDECAR_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+
+/// The control-plane client's settings, in control-plane mode.
+fn control_plane_options(
+    args: &Args,
+    config: &Config,
+) -> Result<Option<crate::control::Options>, String> {
+    let Some(url) = &args.control_plane else {
+        return Ok(None);
+    };
+    Ok(Some(crate::control::Options {
+        address: crate::control::parse_address(url)?,
+        node: args.node.clone().unwrap_or_default(),
+        service: args.service.clone().unwrap_or_default(),
+        namespace: args.namespace.clone(),
+        inbound: args.inbound,
+        outbound: args.outbound,
+        admin: config.admin.clone(),
+        access_log: args.access_log.as_ref().map(|_| config.access_log.clone()),
+        workers: args.workers.map(|_| config.runtime.workers),
+    }))
 }
 
 /// The config, and for a config file the exact bytes it was loaded from (the reload watcher
@@ -154,6 +216,15 @@ fn load(args: &Args) -> Result<(Config, Option<Vec<u8>>), String> {
         }
         (None, Some(listen)) => {
             let yaml = zero_config_yaml(listen, &args.upstream, args.admin);
+            let config =
+                remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())?;
+            Ok((config, None))
+        }
+        (None, None) if args.control_plane.is_some() => {
+            // Nothing to serve until the control plane sends a config: only the admin
+            // listener, which says "not ready" meanwhile.
+            let admin = args.admin.unwrap_or(DEFAULT_SIDECAR_ADMIN);
+            let yaml = format!("admin: {{ address: \"{admin}\" }}\nlisteners: []\nclusters: []\n");
             let config =
                 remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())?;
             Ok((config, None))

@@ -18,6 +18,7 @@ pub mod body;
 pub mod breaker;
 pub mod cli;
 pub mod context;
+pub mod control;
 pub mod detect;
 pub mod discovery;
 pub mod error;

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use remora_config::model::Config;
 use tokio::sync::mpsc;
 
 use crate::context::Shared;
@@ -28,7 +27,7 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 pub fn watch(
     path: PathBuf,
     loaded: Vec<u8>,
-    apply: mpsc::UnboundedSender<Config>,
+    apply: mpsc::UnboundedSender<crate::control::Reload>,
     shared: Arc<Shared>,
 ) -> bool {
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -104,7 +103,7 @@ async fn reload_loop(
     mut files: Files,
     mut current: Vec<u8>,
     mut events: mpsc::UnboundedReceiver<()>,
-    apply: mpsc::UnboundedSender<Config>,
+    apply: mpsc::UnboundedSender<crate::control::Reload>,
     shared: Arc<Shared>,
 ) {
     while events.recv().await.is_some() {
@@ -122,7 +121,11 @@ async fn reload_loop(
         let text = String::from_utf8_lossy(&current);
         match remora_config::load_str(&source, &text) {
             Ok(config) => {
-                if apply.send(config).is_err() {
+                let reload = crate::control::Reload {
+                    config,
+                    reply: None,
+                };
+                if apply.send(reload).is_err() {
                     return;
                 }
             }

@@ -58,6 +58,9 @@ pub struct RunOptions {
     /// Called with the bound addresses whenever they change (after a reload adds or moves a
     /// listener); the CLI writes them to `--write-addrs`.
     pub on_bound: Option<OnBound>,
+    /// Take the config from a control plane: not ready until its first version is applied,
+    /// and each version is acknowledged or refused back to it.
+    pub control_plane: Option<crate::control::Options>,
     /// Drain on SIGTERM or SIGINT (a second one exits at once). Without it, only the admin
     /// endpoint or [`crate::context::Drain::request`] stops the proxy.
     pub handle_signals: bool,
@@ -156,8 +159,12 @@ impl Proxy {
                 }
             }
             let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+            let from_control_plane = options.control_plane.is_some();
             if let Some((path, loaded)) = options.config_file.take() {
-                crate::reload::watch(path, loaded, reload_tx, self.shared.clone());
+                crate::reload::watch(path, loaded, reload_tx.clone(), self.shared.clone());
+            }
+            if let Some(cp) = options.control_plane.take() {
+                tokio::spawn(crate::control::run(cp, reload_tx, self.shared.clone()));
             }
             let mut signals = Signals::new(options.handle_signals);
             // Health checks, DNS resolution and the pick sampler run here, on the main
@@ -174,17 +181,30 @@ impl Proxy {
             let mut warmup = Warmup::new(&self.shared.snapshot.load().config);
             discovery.reconcile(&self.shared.snapshot.load().config);
             tokio::spawn(sample_picks(self.shared.clone()));
+            if from_control_plane {
+                // Nothing to serve yet: ready once the first version is applied (and its dns
+                // clusters have answered).
+                warmup.await_config();
+                tracing::info!("waiting for the first config from the control plane");
+            }
             warmup.check(&self.shared);
             loop {
                 tokio::select! {
                     () = signals.recv() => break,
                     () = self.shared.drain.requested() => break,
-                    Some(config) = reloads.recv() => {
-                        if self.apply(config, &workers) {
-                            discovery.reconcile(&self.shared.snapshot.load().config);
+                    Some(reload) = reloads.recv() => {
+                        let applied = self.apply(reload.config, &workers);
+                        if applied.is_ok() {
+                            let config = self.shared.snapshot.load().config.clone();
+                            discovery.reconcile(&config);
                             if let Some(on_bound) = &options.on_bound {
                                 on_bound(&self.addrs());
                             }
+                            warmup.configured(&config);
+                            warmup.check(&self.shared);
+                        }
+                        if let Some(reply) = reload.reply {
+                            let _ = reply.send(applied);
                         }
                     }
                     Some(answer) = found.recv() => {
@@ -226,8 +246,8 @@ impl Proxy {
 
     /// Applies a validated config. Listener sockets stay open unless their address changed;
     /// new ones are bound before anything is swapped, so a config that cannot be bound changes
-    /// nothing. Returns whether it was applied.
-    fn apply(&mut self, config: Config, workers: &[Handle]) -> bool {
+    /// nothing. Returns why not when it was not applied.
+    fn apply(&mut self, config: Config, workers: &[Handle]) -> Result<(), String> {
         let metrics = &self.shared.metrics;
         let previous = self.shared.snapshot.load_full();
         warn_restart_only(&previous.config, &config);
@@ -252,7 +272,7 @@ impl Proxy {
             Err(e) => {
                 tracing::error!(error = %e, "config reload rejected; the previous config stays");
                 metrics.config_reload(false);
-                return false;
+                return Err(e.to_string());
             }
         };
         if let Some(writer) = writer {
@@ -273,7 +293,7 @@ impl Proxy {
         self.shared.snapshot.store(Arc::new(snapshot));
         metrics.config_reload(true);
         tracing::info!("config reloaded");
-        true
+        Ok(())
     }
 
     /// Applies a new DNS answer for a cluster: the snapshot is built again from the same config
@@ -312,20 +332,31 @@ struct Warmup {
     waiting: std::collections::HashSet<String>,
     deadline: tokio::time::Instant,
     done: bool,
+    /// A control-plane sidecar has no config to serve until the first version is applied.
+    awaiting_config: bool,
 }
 
 impl Warmup {
     fn new(config: &Config) -> Self {
-        let waiting = config
-            .clusters
-            .iter()
-            .filter(|c| matches!(c.discovery, remora_config::model::Discovery::Dns(_)))
-            .map(|c| c.name.clone())
-            .collect();
         Warmup {
-            waiting,
+            waiting: dns_clusters(config),
             deadline: tokio::time::Instant::now() + discovery::WARMUP_TIMEOUT,
             done: false,
+            awaiting_config: false,
+        }
+    }
+
+    /// Not ready until [`Warmup::configured`].
+    fn await_config(&mut self) {
+        self.awaiting_config = true;
+    }
+
+    /// The first config arrived (from the control plane): warming waits for its dns clusters.
+    fn configured(&mut self, config: &Config) {
+        if self.awaiting_config {
+            self.awaiting_config = false;
+            self.waiting = dns_clusters(config);
+            self.deadline = tokio::time::Instant::now() + discovery::WARMUP_TIMEOUT;
         }
     }
 
@@ -335,16 +366,16 @@ impl Warmup {
 
     /// Ready once nothing is waiting.
     fn check(&mut self, shared: &Shared) {
-        if !self.done && self.waiting.is_empty() {
+        if !self.done && !self.awaiting_config && self.waiting.is_empty() {
             self.done = true;
             shared.set_ready();
             tracing::info!("ready");
         }
     }
 
-    /// Resolves at the deadline while still warming; never after.
+    /// Resolves at the deadline while still warming; never after (nor before a config).
     async fn timed_out(&self) {
-        if self.done {
+        if self.done || self.awaiting_config {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep_until(self.deadline).await;
@@ -356,6 +387,15 @@ impl Warmup {
         self.waiting.clear();
         self.check(shared);
     }
+}
+
+fn dns_clusters(config: &Config) -> std::collections::HashSet<String> {
+    config
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.discovery, remora_config::model::Discovery::Dns(_)))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// What a reload does to each listener of the new config, in its order.

@@ -14,6 +14,7 @@ mod discovery;
 mod fault;
 mod health;
 mod item;
+mod mesh;
 mod retry;
 mod values;
 
@@ -28,6 +29,7 @@ pub use health::{
 };
 pub(crate) use item::ITEM_MARKER;
 pub use item::{Item, Pos};
+pub use mesh::{MeshFile, Service};
 pub use retry::{Backoff, CircuitBreakers, FailureBreaker, RetryBudget, RetryOn, RetryPolicy};
 pub use values::{
     ByteSize, DurationValue, HeaderAppends, HeaderMap, HeaderValues, OneOrMany, Percent, Rate,
@@ -134,7 +136,7 @@ pub struct Limits {
     pub max_concurrent_streams: Field<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("if" = {"properties": {"protocol": {"const": "tcp"}}, "required": ["protocol"]}))]
 #[schemars(extend("then" = {"required": ["cluster"]}))]
@@ -194,7 +196,7 @@ pub enum Direction {
     Outbound,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("oneOf" = [{"required": ["cluster"]}, {"required": ["backends"]}]))]
 pub struct Route {
@@ -232,7 +234,7 @@ pub struct Route {
     pub rate_limit: Field<RateLimit>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Host patterns (case-insensitive, no port): `api.local` exactly, `*.api.local` for any
@@ -315,7 +317,7 @@ pub struct HeaderRewrite {
     pub add: Field<HeaderAppends>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// Unique among clusters; routes and TCP listeners refer to it.
@@ -369,7 +371,7 @@ pub enum UpstreamProtocol {
     Http2,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// IP:port of the endpoint, e.g. `10.0.0.7:8080` (for a name, use `type: dns`).

@@ -22,7 +22,7 @@ pub(super) fn clusters(cx: &Cx, list: Option<&raw::List<raw::Cluster>>) -> Vec<m
     clusters
 }
 
-fn cluster(
+pub(super) fn cluster(
     cx: &Cx,
     raw: &raw::Cluster,
     pos: Pos,

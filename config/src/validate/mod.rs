@@ -15,6 +15,7 @@ mod headers;
 mod health;
 mod listeners;
 mod matches;
+pub(crate) mod mesh;
 mod outlier;
 mod rate_limit;
 mod retry;
@@ -33,18 +34,30 @@ use crate::units::{format_duration, format_percent, format_size};
 /// Checks `raw` and builds the model from it; the caller discards the model if anything was
 /// reported.
 pub(crate) fn validate(raw: &raw::Config, root: &Node, out: &Collector) -> model::Config {
-    let cx = Cx::new(out, root);
-    let admin = raw.admin.as_ref().and_then(|item| admin(&cx, item));
-    let clusters = clusters::clusters(&cx, raw.clusters.as_ref());
-    let listeners = listeners::listeners(&cx, raw.listeners.as_ref(), admin.as_ref());
+    config(&Cx::new(out, root), raw)
+}
+
+fn config(cx: &Cx, raw: &raw::Config) -> model::Config {
+    let admin = raw.admin.as_ref().and_then(|item| admin(cx, item));
+    let clusters = clusters::clusters(cx, raw.clusters.as_ref());
+    let listeners = listeners::listeners(cx, raw.listeners.as_ref(), admin.as_ref());
     model::Config {
         admin: admin.map(|(admin, _)| admin),
-        runtime: runtime(&cx, &raw.runtime),
-        access_log: access_log(&cx, &raw.access_log),
-        limits: limits(&cx, &raw.limits),
+        runtime: runtime(cx, &raw.runtime),
+        access_log: access_log(cx, &raw.access_log),
+        limits: limits(cx, &raw.limits),
         listeners,
         clusters,
     }
+}
+
+/// Checks a config built in code from raw pieces (a sidecar's, from the mesh): the cluster
+/// names are read from `raw` rather than from a node tree.
+pub(crate) fn validate_built(raw: &raw::Config, out: &Collector) -> model::Config {
+    let names = elements(raw.clusters.as_ref(), "clusters")
+        .filter_map(|(_, _, item)| item.get()?.name.as_ref()?.get().cloned())
+        .collect();
+    config(&Cx::with_names(out, names), raw)
 }
 
 /// What every check needs: where to report, and the cluster names that exist.
@@ -66,6 +79,10 @@ impl<'a> Cx<'a> {
                 cluster_names.push(name.into_owned());
             }
         }
+        Cx { out, cluster_names }
+    }
+
+    fn with_names(out: &'a Collector, cluster_names: Vec<String>) -> Self {
         Cx { out, cluster_names }
     }
 

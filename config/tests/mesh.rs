@@ -1,0 +1,162 @@
+//! The mesh config: files checked together, problems reported in their own files, and the
+//! sidecar config each service gets.
+
+use std::path::Path;
+
+use remora_config::mesh::{self, Source};
+use remora_config::model::{Direction, HostMatch, ListenerKind};
+
+fn example() -> Vec<Source> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mesh");
+    mesh::read_dir(&dir).expect("readable")
+}
+
+fn source(name: &str, text: &str) -> Source {
+    Source {
+        name: name.to_owned(),
+        text: text.to_owned(),
+    }
+}
+
+fn errors(sources: &[Source]) -> Vec<String> {
+    match mesh::load(sources) {
+        Ok(_) => panic!("expected problems"),
+        Err(d) => d.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_example_mesh_is_valid_and_each_sidecar_gets_only_what_it_calls() {
+    let sources = example();
+    let names: Vec<&str> = sources
+        .iter()
+        .map(|s| s.name.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names, ["orders.yaml", "payments.yaml", "web.yaml"]);
+    let mesh = mesh::load(&sources).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(mesh.services.len(), 3);
+
+    let web = mesh.service("web").unwrap();
+    assert!(web.defined_at.ends_with("web.yaml:4"), "{}", web.defined_at);
+    let clusters: Vec<&str> = web
+        .config
+        .clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(clusters, ["inbound", "orders", "orders-canary"]);
+    let inbound = &web.config.listeners[0];
+    assert_eq!(inbound.direction, Direction::Inbound);
+    assert_eq!(inbound.address.to_string(), "0.0.0.0:15006");
+    assert_eq!(
+        web.config.cluster("inbound").unwrap().endpoints[0]
+            .address
+            .to_string(),
+        "127.0.0.1:8080"
+    );
+    let outbound = &web.config.listeners[1];
+    assert_eq!(outbound.direction, Direction::Outbound);
+    let ListenerKind::Http { routes } = &outbound.kind else {
+        panic!("{:?}", outbound.kind)
+    };
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].name, "orders/split");
+    assert_eq!(
+        routes[0].matches.hosts,
+        [
+            "orders",
+            "orders.shop",
+            "orders.shop.svc",
+            "orders.shop.svc.cluster.local"
+        ]
+        .map(|h| HostMatch::Exact(h.to_owned()))
+    );
+    let weights: Vec<(&str, u32)> = routes[0]
+        .backends
+        .iter()
+        .map(|b| (b.cluster.as_str(), b.weight))
+        .collect();
+    assert_eq!(weights, [("orders", 90), ("orders-canary", 10)]);
+    assert_eq!(routes[0].timeout.as_secs(), 5);
+
+    // Where each route came from, for `remora explain`.
+    let origin = web.route_origin("outbound", "orders/split").unwrap();
+    assert!(origin.ends_with("orders.yaml:18"), "{origin}");
+    let origin = web.route_origin("inbound", "inbound").unwrap();
+    assert!(origin.ends_with("web.yaml:4"), "{origin}");
+
+    // Payments calls nobody: no outbound listener, no clusters but its own workload.
+    let payments = mesh.service("payments").unwrap();
+    assert_eq!(payments.config.listeners.len(), 1);
+    assert_eq!(payments.config.clusters.len(), 1);
+
+    // What a sidecar receives reads back to the same config.
+    let again = remora_config::load_str("sent", &web.yaml).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(remora_config::to_yaml(&again), web.yaml);
+}
+
+#[test]
+fn the_version_names_the_content() {
+    let sources = example();
+    let a = mesh::load(&sources).unwrap().version;
+    assert_eq!(a, mesh::load(&sources).unwrap().version, "stable");
+    assert_eq!(a.len(), 16);
+    let mut edited = sources.clone();
+    edited[0].text.push_str("\n# a comment\n");
+    assert_ne!(a, mesh::load(&edited).unwrap().version);
+}
+
+#[test]
+fn problems_are_reported_in_their_own_files_all_at_once() {
+    let a = source(
+        "a.yaml",
+        "services:\n  - name: web\n    app: 127.0.0.1:8080\n    calls: [ordrs, api]\n",
+    );
+    let b = source(
+        "b.yaml",
+        "services:\n  - name: api\n    app: 127.0.0.1:9090\n    cluster:\n      connect_timeout: 0s\n      endpoints: [{ address: 10.0.0.1:80 }]\n  - name: web\n    app: 127.0.0.1:1\n",
+    );
+    let found = errors(&[a, b]);
+    assert_eq!(
+        found,
+        [
+            "a.yaml:4:13: services[0].calls[0]: no service named 'ordrs' (services: web, api)",
+            "b.yaml:5:24: services[0].cluster.connect_timeout: 0s is out of range; expected 1ms to 1m",
+            "b.yaml:7:11: services[1].name: duplicate service name 'web' (already defined at a.yaml:2:5)",
+        ],
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn references_and_reserved_names_are_checked_across_files() {
+    let found = errors(&[
+        source(
+            "a.yaml",
+            "services:\n  - name: inbound\n    app: 127.0.0.1:1\n  - name: client\n    app: 127.0.0.1:2\n    calls: [quiet]\n",
+        ),
+        source(
+            "b.yaml",
+            "services:\n  - name: quiet\n    app: 127.0.0.1:3\n    clusters:\n      - name: client\n        endpoints: []\n",
+        ),
+        source("c.yaml", "services:\n  - name: x\n    apps: 1\n"),
+    ]);
+    let joined = found.join("\n");
+    for expected in [
+        "a.yaml:2:11: services[0].name: 'inbound' is reserved",
+        "a.yaml:6:13: services[1].calls[0]: service 'quiet' (at b.yaml:2:5) has no 'cluster' or 'routes'",
+        "b.yaml:5:15: services[0].clusters[0].name: cluster name 'client' is the name of the service at a.yaml:4:5",
+        "c.yaml:3:5: services[0].apps: unknown field 'apps'",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_directory_is_an_empty_mesh() {
+    let mesh = mesh::load(&[source("empty.yaml", "")]).unwrap();
+    assert!(mesh.services.is_empty());
+}
