@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The DNS discovery tests run a real DNS server; dnsmasq lives in /usr/sbin.
+PATH="$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq-base)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

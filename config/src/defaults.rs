@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::model::{Direction, LbPolicy, LogTarget, RetryOn, UpstreamProtocol};
-use crate::raw::ListenerProtocol;
+use crate::raw::{ClusterType, DnsRecordType, ListenerProtocol};
 
 /// One worker thread. A sidecar shares its node with the application it serves; one core already
 /// proxies tens of thousands of requests per second (see the benchmark in the README), and a
@@ -76,6 +76,29 @@ pub const WEIGHT: u32 = 1;
 
 /// Upstreams speak HTTP/1.1 unless the cluster says http2: every server does.
 pub const UPSTREAM_PROTOCOL: UpstreamProtocol = UpstreamProtocol::Http1;
+
+/// Endpoints are listed in the file unless the cluster says `type: dns`: that is what every
+/// config written before DNS discovery meant.
+pub const CLUSTER_TYPE: ClusterType = ClusterType::Static;
+
+/// `record: a`: A and AAAA records, which is what a Kubernetes headless Service answers for its
+/// name; SRV needs a named port and a longer name.
+pub const DNS_RECORD: DnsRecordType = DnsRecordType::A;
+
+/// Resolve again at most every 5 s whatever the TTL, Envoy's `dns_min_refresh_rate`: CoreDNS
+/// answers for Kubernetes Services with a 5 s TTL, and a TTL of 0 must not become a query per
+/// request.
+pub const DNS_MIN_TTL: Duration = Duration::from_secs(5);
+
+/// Resolve again at least every 60 s whatever the TTL: pods come and go in seconds, and an
+/// answer kept for an hour-long TTL would keep sending to gone ones (outlier detection would
+/// catch them, one failed request at a time).
+pub const DNS_MAX_TTL: Duration = Duration::from_secs(60);
+
+/// A nameserver written without a port is asked on 53, the DNS port. (No `servers` at all means
+/// those of /etc/resolv.conf, as every other program on the machine; in Kubernetes, the cluster
+/// DNS with the pod's search domains.)
+pub const DNS_SERVER_PORT: u16 = 53;
 
 /// 1 s to connect, as Linkerd. Inside a cluster a healthy endpoint accepts in well under a
 /// millisecond; waiting Envoy's 5 s for a dead one only delays the 502.
@@ -271,6 +294,9 @@ pub fn rate_limit_burst(rate_per_second: f64) -> u32 {
 pub mod ranges {
     use std::time::Duration;
 
+    /// From 100 ms (a test's record change seen at once) to a day.
+    pub const DNS_TTL: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(24 * 3600));
     pub const CONNECT_TIMEOUT: (Duration, Duration) =
         (Duration::from_millis(1), Duration::from_secs(60));
     pub const ROUTE_TIMEOUT: (Duration, Duration) =

@@ -247,16 +247,43 @@ pub(crate) fn cluster(c: &model::Cluster) -> raw::Cluster {
         }),
         connect_timeout: some(DurationValue(c.connect_timeout)),
         idle_timeout: some(DurationValue(c.idle_timeout)),
-        endpoints: Some(list(&c.endpoints, |e| raw::Endpoint {
-            address: some(e.address.to_string()),
-            weight: some(e.weight),
-        })),
+        kind: some(match c.discovery {
+            model::Discovery::Static => raw::ClusterType::Static,
+            model::Discovery::Dns(_) => raw::ClusterType::Dns,
+        }),
+        // A dns cluster's endpoints come from DNS, and `endpoints` would not load back.
+        endpoints: matches!(c.discovery, model::Discovery::Static).then(|| {
+            list(&c.endpoints, |e| raw::Endpoint {
+                address: some(e.address.to_string()),
+                weight: some(e.weight),
+            })
+        }),
+        dns: match &c.discovery {
+            model::Discovery::Static => None,
+            model::Discovery::Dns(d) => some(dns_discovery(d)),
+        },
         load_balancer: some(load_balancer(&c.load_balancer)),
         health_check: c.health_check.as_ref().map(|h| Item::new(health_check(h))),
         outlier_detection: some(outlier_detection(c.outlier_detection.as_ref())),
         retries: some(retry_policy(&c.retries)),
         retry_budget: some(retry_budget(&c.retry_budget)),
         circuit_breakers: some(circuit_breakers(&c.circuit_breakers)),
+    }
+}
+
+/// The port only with A/AAAA records: SRV records carry theirs, and a port would not load back.
+pub(crate) fn dns_discovery(d: &model::DnsDiscovery) -> raw::DnsDiscovery {
+    let (record, port) = match d.record {
+        model::DnsRecord::Ip { port } => (raw::DnsRecordType::A, some(u32::from(port))),
+        model::DnsRecord::Srv => (raw::DnsRecordType::Srv, None),
+    };
+    raw::DnsDiscovery {
+        name: some(d.name.clone()),
+        port,
+        record: some(record),
+        min_ttl: some(DurationValue(d.min_ttl)),
+        max_ttl: some(DurationValue(d.max_ttl)),
+        servers: Some(list(&d.servers, ToString::to_string)),
     }
 }
 

@@ -457,7 +457,11 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// An idle pooled upstream connection is closed after this long.
     pub idle_timeout: Duration,
-    /// May be empty (requests then get 503 `no-endpoint`); when not, at least one weight is positive.
+    /// Where the endpoints come from.
+    pub discovery: Discovery,
+    /// May be empty (requests then get 503 `no-endpoint`); when not, at least one weight is
+    /// positive. Always empty in a config with [`Discovery::Dns`]: the proxy fills in what DNS
+    /// answers in the copy it builds its runtime cluster from.
     pub endpoints: Vec<Endpoint>,
     pub load_balancer: LoadBalancer,
     /// Active health checking; `None` when not configured (every endpoint counts as healthy
@@ -620,6 +624,47 @@ impl Default for OutlierDetection {
             max_ejection_time: defaults::MAX_EJECTION_TIME,
             max_ejection_percent: defaults::MAX_EJECTION_PERCENT,
             require_health_check_to_return: defaults::REQUIRE_HEALTH_CHECK_TO_RETURN,
+        }
+    }
+}
+
+/// Where a cluster's endpoints come from (`type:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Discovery {
+    /// Listed in the file.
+    #[default]
+    Static,
+    /// Resolved from DNS.
+    Dns(DnsDiscovery),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsDiscovery {
+    /// The name to resolve; not empty.
+    pub name: String,
+    pub record: DnsRecord,
+    /// Floor on the wait before resolving again; at most `max_ttl`.
+    pub min_ttl: Duration,
+    /// Ceiling on the wait before resolving again.
+    pub max_ttl: Duration,
+    /// Nameservers to ask instead of the system's (/etc/resolv.conf); empty: the system's.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Which records are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// A and AAAA: every address on `port` (not 0), weight 1.
+    Ip { port: u16 },
+    /// SRV: each record's target addresses, port and weight.
+    Srv,
+}
+
+impl DnsRecord {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsRecord::Ip { .. } => "a",
+            DnsRecord::Srv => "srv",
         }
     }
 }

@@ -96,6 +96,22 @@ fn defaults() -> Vec<(&'static str, String, Value)> {
             duration(defaults::UPSTREAM_IDLE_TIMEOUT),
         ),
         ("Endpoint", "weight".into(), json!(defaults::WEIGHT)),
+        ("Cluster", "type".into(), to_json(defaults::CLUSTER_TYPE)),
+        (
+            "DnsDiscovery",
+            "record".into(),
+            to_json(defaults::DNS_RECORD),
+        ),
+        (
+            "DnsDiscovery",
+            "min_ttl".into(),
+            duration(defaults::DNS_MIN_TTL),
+        ),
+        (
+            "DnsDiscovery",
+            "max_ttl".into(),
+            duration(defaults::DNS_MAX_TTL),
+        ),
     ]);
     out.extend(cluster_defaults());
     out.extend(resilience_defaults());
@@ -263,6 +279,7 @@ fn integer_ranges() -> Vec<(&'static str, &'static str, (Value, Value))> {
             range(ranges::MAX_CONCURRENT_STREAMS),
         ),
         ("LoadBalancer", "choice_count", range(ranges::CHOICE_COUNT)),
+        ("DnsDiscovery", "port", (json!(1), json!(65535))),
         (
             "LoadBalancer",
             "minimum_ring_size",

@@ -91,7 +91,7 @@ fn diagnostics_are_sorted_by_position_not_by_kind() {
         errors(&yaml),
         [
             "t.yaml:4:18: listeners[0].routes[0].cluster: no cluster named 'nope' (clusters: api)",
-            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
+            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
         ]
     );
 }
@@ -121,8 +121,8 @@ fn unknown_field_with_and_without_suggestion() {
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers (did you mean 'protocol'?)",
-            "t.yaml:8:5: clusters[0].tls: unknown field 'tls', expected one of: name, protocol, connect_timeout, idle_timeout, endpoints, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
+            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers (did you mean 'protocol'?)",
+            "t.yaml:8:5: clusters[0].tls: unknown field 'tls', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
         ]
     );
 }
@@ -303,7 +303,7 @@ clusters:
         [
             "t.yaml:2:15: listeners[0].address: 'localhost:8080' is a hostname; a listener binds an IP address, e.g. 127.0.0.1:8080 (this machine only) or 0.0.0.0:8080 (every interface)",
             "t.yaml:3:15: listeners[1].address: '127.0.0.1' has no port; write IP:port, e.g. 127.0.0.1:8080",
-            "t.yaml:7:18: clusters[0].endpoints[0].address: 'api.internal:8080' is a hostname; DNS discovery is not supported yet, so write the endpoint's IP:port",
+            "t.yaml:7:18: clusters[0].endpoints[0].address: 'api.internal:8080' is a hostname; write IP:port, or resolve the name with `type: dns` and `dns: {name: ..., port: ...}` on the cluster",
             "t.yaml:8:18: clusters[0].endpoints[1].address: '10.0.0.1:0': port 0 cannot be connected to",
         ]
     );

@@ -81,6 +81,7 @@ fn every_feature_has_an_example() {
         "circuit-breaking.yaml",
         "fault-injection.yaml",
         "rate-limiting.yaml",
+        "dns-discovery.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

@@ -3,7 +3,7 @@
 //! | path        | what                                                            |
 //! |-------------|-----------------------------------------------------------------|
 //! | `/live`     | 200 while the process runs                                      |
-//! | `/ready`    | 200 once every listener accepts and a config is loaded; 503 before, and while draining |
+//! | `/ready`    | 200 once every listener accepts, a config is loaded and every dns cluster has had its first answer (or 10 s passed); 503 before, and while draining |
 //! | `/metrics`  | Prometheus text format                                          |
 //! | `/config`   | the config in effect, as YAML with every default explicit       |
 //! | `/clusters` | each cluster's endpoints with weight and state, as JSON         |
@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use remora_config::model::{Discovery, DnsDiscovery};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -92,7 +93,18 @@ pub fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
 fn clusters(shared: &Shared) -> String {
     let snapshot = shared.snapshot.load();
     let now = tokio::time::Instant::now();
-    let clusters: Vec<_> = snapshot.clusters.iter().map(|c| cluster(c, now)).collect();
+    let dns = shared.dns.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let clusters: Vec<_> = snapshot
+        .clusters
+        .iter()
+        .map(|c| {
+            let mut json = cluster(c, now);
+            if let Discovery::Dns(d) = &c.config.discovery {
+                json["dns"] = dns_state(d, dns.get(&c.name), now);
+            }
+            json
+        })
+        .collect();
     let mut out = serde_json::to_string_pretty(&json!({ "clusters": clusters }))
         .expect("JSON values serialize");
     out.push('\n');
@@ -139,6 +151,26 @@ fn cluster(c: &crate::upstream::ClusterRt, now: tokio::time::Instant) -> serde_j
             "retries": budget.retries,
         },
         "endpoints": endpoints,
+    })
+}
+
+/// A dns cluster's name and record, and how its resolution goes: endpoints in the last good
+/// answer, when that was, the last error and failures since, and when it resolves next.
+fn dns_state(
+    d: &DnsDiscovery,
+    state: Option<&crate::discovery::DnsState>,
+    now: tokio::time::Instant,
+) -> serde_json::Value {
+    let state = state.cloned().unwrap_or_default();
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    json!({
+        "name": d.name,
+        "record": d.record.as_str(),
+        "endpoints": state.endpoints,
+        "last_success_ms_ago": state.last_success.map(|t| ms(now.saturating_duration_since(t))),
+        "failures_in_a_row": state.failures_in_a_row,
+        "last_error": state.last_error,
+        "next_resolution_in_ms": state.next_resolution.map(|t| ms(t.saturating_duration_since(now))),
     })
 }
 

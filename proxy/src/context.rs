@@ -21,8 +21,11 @@ pub struct Shared {
     /// `None` when the access log is off. Swapped when a reload changes it.
     pub access_log: ArcSwapOption<AccessLog>,
     pub drain: Drain,
-    /// Set once every listener accepts connections; `/ready` reports it (and draining clears it).
+    /// Set once every listener accepts connections and every dns cluster has had its first
+    /// answer (or the warm-up timed out); `/ready` reports it (and draining clears it).
     ready: AtomicBool,
+    /// Each dns cluster's resolution state, for `/clusters`.
+    pub dns: crate::discovery::Status,
 }
 
 impl Shared {
@@ -33,6 +36,7 @@ impl Shared {
             access_log: ArcSwapOption::from(access_log.map(Arc::new)),
             drain: Drain::default(),
             ready: AtomicBool::new(false),
+            dns: Default::default(),
         }
     }
 

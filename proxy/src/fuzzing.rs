@@ -51,7 +51,7 @@ fn snapshot() -> &'static Snapshot {
     static SNAPSHOT: OnceLock<Snapshot> = OnceLock::new();
     SNAPSHOT.get_or_init(|| {
         let config = remora_config::load_str("fuzz", CONFIG).expect("the fuzz config is valid");
-        Snapshot::build(Arc::new(config), &Metrics::new(), None)
+        Snapshot::build(Arc::new(config), &Metrics::new(), None, &Default::default())
     })
 }
 

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod context;
 pub mod control;
 pub mod detect;
+pub mod discovery;
 pub mod error;
 pub mod fault;
 pub mod framing;

@@ -42,6 +42,13 @@ pub struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    pub cluster: String,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DetectLabels {
     pub listener: String,
     pub result: &'static str,
@@ -108,6 +115,8 @@ pub struct Metrics {
     last_reload_success: Gauge,
     health: HealthFamilies,
     resilience: ResilienceFamilies,
+    dns_resolutions: Family<DnsLabels, Counter>,
+    dns_endpoints: Family<ClusterLabels, Gauge>,
 }
 
 impl Metrics {
@@ -219,6 +228,19 @@ impl Metrics {
         last_reload_success.set(1);
         let health = HealthFamilies::register(&mut registry);
         let resilience = ResilienceFamilies::register(&mut registry);
+        let dns_resolutions = Family::default();
+        registry.register(
+            "dns_resolutions",
+            "DNS resolutions of dns clusters, by result (success, failure); on a failure the \
+             cluster keeps its last good answer",
+            dns_resolutions.clone(),
+        );
+        let dns_endpoints = Family::default();
+        registry.register(
+            "dns_endpoints",
+            "Endpoints in a dns cluster's last good answer",
+            dns_endpoints.clone(),
+        );
         Arc::new(Metrics {
             resilience,
             registry,
@@ -240,6 +262,8 @@ impl Metrics {
             upstream_rx,
             upstream_tx,
             health,
+            dns_resolutions,
+            dns_endpoints,
         })
     }
 
@@ -281,6 +305,34 @@ impl Metrics {
                 tx: self.upstream_tx.get_or_create_owned(&labels),
             },
         }
+    }
+
+    /// A dns cluster's resolution series.
+    pub fn dns(&self, cluster: &str) -> crate::discovery::DnsMetrics {
+        let result = |result| DnsLabels {
+            cluster: cluster.to_owned(),
+            result,
+        };
+        crate::discovery::DnsMetrics {
+            successes: self.dns_resolutions.get_or_create_owned(&result("success")),
+            failures: self.dns_resolutions.get_or_create_owned(&result("failure")),
+            endpoints: self.dns_endpoints.get_or_create_owned(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            }),
+        }
+    }
+
+    /// Drops the series of a dns cluster that is gone.
+    pub fn remove_dns(&self, cluster: &str) {
+        for result in ["success", "failure"] {
+            self.dns_resolutions.remove(&DnsLabels {
+                cluster: cluster.to_owned(),
+                result,
+            });
+        }
+        self.dns_endpoints.remove(&ClusterLabels {
+            cluster: cluster.to_owned(),
+        });
     }
 
     /// A cluster's retry, circuit-breaker and failure-breaker series.

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
 use crate::context::{ConnCtx, Shared};
+use crate::discovery::{self, Resolved};
 use crate::metrics::Metrics;
 use crate::snapshot::{ListenerHandle, ListenerRtKind, Snapshot};
 
@@ -33,6 +34,8 @@ pub struct Proxy {
     /// Kept apart from the socket, which `run` hands to the admin server.
     admin_addr: Option<SocketAddr>,
     workers: usize,
+    /// The last good DNS answer of each dns cluster: every snapshot is built with them.
+    resolved: Resolved,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -101,7 +104,8 @@ impl Proxy {
             None => None,
         };
         let workers = config.runtime.workers;
-        let snapshot = Snapshot::build(Arc::new(config), &metrics, None);
+        let resolved = Resolved::default();
+        let snapshot = Snapshot::build(Arc::new(config), &metrics, None, &resolved);
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for (l, rt) in snapshot.config.listeners.iter().zip(&snapshot.listeners) {
             listeners.push(BoundListener {
@@ -117,6 +121,7 @@ impl Proxy {
             admin,
             admin_addr,
             workers,
+            resolved,
         })
     }
 
@@ -162,18 +167,27 @@ impl Proxy {
                 tokio::spawn(crate::control::run(cp, reload_tx, self.shared.clone()));
             }
             let mut signals = Signals::new(options.handle_signals);
-            // Health checks and the pick sampler run here, on the main runtime: off the
-            // workers that serve requests.
+            // Health checks, DNS resolution and the pick sampler run here, on the main
+            // runtime: off the workers that serve requests.
             for cluster in &self.shared.snapshot.load().clusters {
                 cluster.start_health();
             }
+            let (found_tx, mut found) = mpsc::unbounded_channel();
+            let mut discovery = discovery::Tasks::new(
+                found_tx,
+                self.shared.metrics.clone(),
+                self.shared.dns.clone(),
+            );
+            let mut warmup = Warmup::new(&self.shared.snapshot.load().config);
+            discovery.reconcile(&self.shared.snapshot.load().config);
             tokio::spawn(sample_picks(self.shared.clone()));
             if from_control_plane {
+                // Nothing to serve yet: ready once the first version is applied (and its dns
+                // clusters have answered).
+                warmup.await_config();
                 tracing::info!("waiting for the first config from the control plane");
-            } else {
-                self.shared.set_ready();
-                tracing::info!("ready");
             }
+            warmup.check(&self.shared);
             loop {
                 tokio::select! {
                     () = signals.recv() => break,
@@ -181,18 +195,24 @@ impl Proxy {
                     Some(reload) = reloads.recv() => {
                         let applied = self.apply(reload.config, &workers);
                         if applied.is_ok() {
+                            let config = self.shared.snapshot.load().config.clone();
+                            discovery.reconcile(&config);
                             if let Some(on_bound) = &options.on_bound {
                                 on_bound(&self.addrs());
                             }
-                            if !self.shared.is_ready() && !self.shared.drain.is_draining() {
-                                self.shared.set_ready();
-                                tracing::info!("ready");
-                            }
+                            warmup.configured(&config);
+                            warmup.check(&self.shared);
                         }
                         if let Some(reply) = reload.reply {
                             let _ = reply.send(applied);
                         }
                     }
+                    Some(answer) = found.recv() => {
+                        warmup.answered(&answer.cluster);
+                        self.discovered(answer);
+                        warmup.check(&self.shared);
+                    }
+                    () = warmup.timed_out() => warmup.give_up(&self.shared),
                 }
             }
             self.drain(&mut signals).await;
@@ -231,7 +251,7 @@ impl Proxy {
         let metrics = &self.shared.metrics;
         let previous = self.shared.snapshot.load_full();
         warn_restart_only(&previous.config, &config);
-        let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous));
+        let snapshot = Snapshot::build(Arc::new(config), metrics, Some(&previous), &self.resolved);
         // Everything that can fail is done before anything is swapped: a config that cannot
         // be bound or whose access log cannot be opened changes nothing.
         let prepared = self.listeners.plan(&snapshot).and_then(|plan| {
@@ -269,11 +289,113 @@ impl Proxy {
         for cluster in &snapshot.clusters {
             cluster.start_health();
         }
+        self.resolved.retain(&snapshot.config);
         self.shared.snapshot.store(Arc::new(snapshot));
         metrics.config_reload(true);
         tracing::info!("config reloaded");
         Ok(())
     }
+
+    /// Applies a new DNS answer for a cluster: the snapshot is built again from the same config
+    /// with it, which rebuilds only that cluster (keeping what its remaining endpoints know) and
+    /// the listeners' route tables that point to it, and swapped in as a reload is. Requests
+    /// in flight keep the cluster they picked their endpoint from.
+    fn discovered(&mut self, found: discovery::Discovered) {
+        let previous = self.shared.snapshot.load_full();
+        let cluster = found.cluster.clone();
+        if !self.resolved.update(&previous.config, found) {
+            return;
+        }
+        let snapshot = Snapshot::build(
+            previous.config.clone(),
+            &self.shared.metrics,
+            Some(&previous),
+            &self.resolved,
+        );
+        // Same config, so the same listeners in the same order.
+        for (bound, rt) in self.listeners.0.iter().zip(&snapshot.listeners) {
+            bound.handle.store(rt.clone());
+        }
+        for c in &snapshot.clusters {
+            c.start_health();
+        }
+        self.shared.snapshot.store(Arc::new(snapshot));
+        tracing::info!(%cluster, "endpoints updated from dns");
+    }
+}
+
+/// `/ready` waits for each dns cluster's first answer, for up to
+/// [`discovery::WARMUP_TIMEOUT`] (Envoy's cluster warming): traffic sent to a pod that just
+/// started should not meet 503 `no-endpoint` because DNS had not answered yet.
+struct Warmup {
+    /// Dns clusters of the first config still without an answer.
+    waiting: std::collections::HashSet<String>,
+    deadline: tokio::time::Instant,
+    done: bool,
+    /// A control-plane sidecar has no config to serve until the first version is applied.
+    awaiting_config: bool,
+}
+
+impl Warmup {
+    fn new(config: &Config) -> Self {
+        Warmup {
+            waiting: dns_clusters(config),
+            deadline: tokio::time::Instant::now() + discovery::WARMUP_TIMEOUT,
+            done: false,
+            awaiting_config: false,
+        }
+    }
+
+    /// Not ready until [`Warmup::configured`].
+    fn await_config(&mut self) {
+        self.awaiting_config = true;
+    }
+
+    /// The first config arrived (from the control plane): warming waits for its dns clusters.
+    fn configured(&mut self, config: &Config) {
+        if self.awaiting_config {
+            self.awaiting_config = false;
+            self.waiting = dns_clusters(config);
+            self.deadline = tokio::time::Instant::now() + discovery::WARMUP_TIMEOUT;
+        }
+    }
+
+    fn answered(&mut self, cluster: &str) {
+        self.waiting.remove(cluster);
+    }
+
+    /// Ready once nothing is waiting.
+    fn check(&mut self, shared: &Shared) {
+        if !self.done && !self.awaiting_config && self.waiting.is_empty() {
+            self.done = true;
+            shared.set_ready();
+            tracing::info!("ready");
+        }
+    }
+
+    /// Resolves at the deadline while still warming; never after (nor before a config).
+    async fn timed_out(&self) {
+        if self.done || self.awaiting_config {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.deadline).await;
+    }
+
+    fn give_up(&mut self, shared: &Shared) {
+        let waiting: Vec<&String> = self.waiting.iter().collect();
+        tracing::warn!(clusters = ?waiting, timeout = ?discovery::WARMUP_TIMEOUT, "no dns answer yet; ready anyway, those clusters answer 503 until one arrives");
+        self.waiting.clear();
+        self.check(shared);
+    }
+}
+
+fn dns_clusters(config: &Config) -> std::collections::HashSet<String> {
+    config
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.discovery, remora_config::model::Discovery::Dns(_)))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 /// What a reload does to each listener of the new config, in its order.

@@ -6,6 +6,7 @@
 //! and keeps it (and through it the routes and clusters) to the end, so a reload never changes
 //! a request in flight.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,14 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use remora_config::model::{
-    Config, Direction, Fault, HeaderRewrite, Limits, ListenerKind, RateLimit, Route,
+    Cluster, Config, Direction, Discovery, Fault, HeaderRewrite, Limits, ListenerKind, RateLimit,
+    Route,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::balance::WeightedSplit;
+use crate::discovery::Resolved;
 use crate::error::ProxyError;
 use crate::metrics::{ListenerMetrics, Metrics, StatusCounters};
 use crate::ratelimit::RateLimiter;
@@ -196,7 +199,15 @@ impl Snapshot {
     /// are reused as they are, pooled connections and round-robin position included, so a
     /// reload that touches routes does not reconnect to every upstream; a changed cluster keeps
     /// its remaining endpoints' health, ejections and pooled connections.
-    pub fn build(config: Arc<Config>, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
+    ///
+    /// A dns cluster is built with its last answer in `resolved` (none yet: no endpoints), so
+    /// a new answer is applied by building again from the same config.
+    pub fn build(
+        config: Arc<Config>,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+        resolved: &Resolved,
+    ) -> Snapshot {
         let workers = config.runtime.workers;
         let reusable: HashMap<&str, &Arc<ClusterRt>> = previous
             .map(|p| p.clusters.iter().map(|c| (c.name.as_str(), c)).collect())
@@ -204,11 +215,14 @@ impl Snapshot {
         let clusters: Vec<Arc<ClusterRt>> = config
             .clusters
             .iter()
-            .map(|c| match reusable.get(c.name.as_str()) {
-                Some(old) if old.config == *c => Arc::clone(old),
-                // Changed: rebuilt, keeping what its remaining endpoints already know.
-                Some(old) => ClusterRt::rebuild(c, workers, metrics, Some(old)),
-                None => ClusterRt::new(c, workers, metrics),
+            .map(|c| {
+                let c = with_endpoints(c, resolved);
+                match reusable.get(c.name.as_str()) {
+                    Some(old) if old.config == *c => Arc::clone(old),
+                    // Changed: rebuilt, keeping what its remaining endpoints already know.
+                    Some(old) => ClusterRt::rebuild(&c, workers, metrics, Some(old)),
+                    None => ClusterRt::new(&c, workers, metrics),
+                }
             })
             .collect();
         let by_name: HashMap<&str, &Arc<ClusterRt>> =
@@ -261,6 +275,21 @@ impl Snapshot {
             config,
             listeners,
             clusters,
+        }
+    }
+}
+
+/// The cluster as its runtime is built: a dns cluster with the endpoints DNS last gave.
+fn with_endpoints<'c>(cluster: &'c Cluster, resolved: &Resolved) -> Cow<'c, Cluster> {
+    match &cluster.discovery {
+        Discovery::Static => Cow::Borrowed(cluster),
+        Discovery::Dns(dns) => {
+            let mut c = cluster.clone();
+            c.endpoints = resolved
+                .endpoints(&cluster.name, dns)
+                .unwrap_or_default()
+                .to_vec();
+            Cow::Owned(c)
         }
     }
 }

@@ -39,6 +39,7 @@
 //! - [`clusters`]: the admin `/clusters` page read back, endpoint by endpoint;
 //! - [`control_plane`]: [`ControlPlaneProcess`] (`remora control-plane`), the [`MeshDir`] it
 //!   reads, and [`Sidecar`]s that take their config from it;
+//! - [`dns`]: [`dns::Dnsmasq`], a real DNS server whose records a test changes;
 //! - [`upstream`]: [`Upstream`], scripted HTTP/1.1 + h2c servers driven by a [`Behaviour`], and
 //!   [`Echo`], the request description they answer with;
 //! - [`client`]: [`Client`], HTTP/1.1 and h2c clients on hyper's connection API;
@@ -56,6 +57,7 @@ pub mod body;
 pub mod client;
 pub mod clusters;
 pub mod control_plane;
+pub mod dns;
 pub mod load;
 pub mod metrics;
 pub mod process;

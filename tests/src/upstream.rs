@@ -245,7 +245,15 @@ impl Upstream {
 
     /// Starts an upstream that reports `name` in its echoes (empty: its address).
     pub fn start_named(name: &str, behaviour: Behaviour) -> Upstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_at(([127, 0, 0, 1], 0).into(), name, behaviour)
+    }
+
+    /// Starts an upstream at `addr` (port 0: a free one). On Linux all of 127/8 is loopback,
+    /// so upstreams on 127.0.0.2:P, 127.0.0.3:P... stand for pods with IPs of their own serving
+    /// on one port, as DNS A records describe them.
+    pub fn start_at(addr: SocketAddr, name: &str, behaviour: Behaviour) -> Upstream {
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("bind upstream at {addr}: {e}"));
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let info = Arc::new(UpstreamInfo {

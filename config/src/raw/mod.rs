@@ -10,6 +10,7 @@
 //! there.
 
 mod balance;
+mod discovery;
 mod fault;
 mod health;
 mod item;
@@ -21,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use balance::{HashCookie, HashKey, LbPolicy, LoadBalancer, PeakEwma};
+pub use discovery::{ClusterType, DnsDiscovery, DnsRecordType};
 pub use fault::{Fault, FaultAbort, FaultDelay, RateLimit};
 pub use health::{
     GrpcHealthCheck, HealthCheck, HttpHealthCheck, InitialState, OutlierDetection, TcpHealthCheck,
@@ -331,9 +333,15 @@ pub struct Cluster {
     /// Pooled connections unused for this long are closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Field<DurationValue>,
-    /// The endpoints. May be empty: requests then get 503.
+    /// Where the endpoints come from: `static` (`endpoints`) or `dns` (`dns`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Field<ClusterType>,
+    /// The endpoints, with `type: static`. May be empty: requests then get 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<List<Endpoint>>,
+    /// The name to resolve for the endpoints, with `type: dns`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Field<DnsDiscovery>,
     /// How requests are spread over the endpoints. Left out: `round_robin`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Field<LoadBalancer>,
@@ -366,7 +374,7 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// IP:port of the endpoint, e.g. `10.0.0.7:8080` (hostnames are not resolved yet).
+    /// IP:port of the endpoint, e.g. `10.0.0.7:8080` (for a name, use `type: dns`).
     #[schemars(required)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Field<String>,

@@ -56,8 +56,8 @@ pub(super) fn listen_address(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
-/// An upstream endpoint's address. Names are refused until DNS discovery exists, rather than
-/// resolved once at startup and silently going stale.
+/// An upstream endpoint's address. Names are refused rather than resolved once at startup and
+/// silently going stale: a cluster with `type: dns` re-resolves them.
 pub(super) fn endpoint_address(text: &str) -> Result<SocketAddr, String> {
     let addr = parse(text).map_err(|problem| match problem {
         Problem::Empty => "empty address; write IP:port, e.g. 10.0.0.7:8080".to_owned(),
@@ -66,8 +66,8 @@ pub(super) fn endpoint_address(text: &str) -> Result<SocketAddr, String> {
             text.trim()
         ),
         Problem::Hostname => format!(
-            "'{}' is a hostname; DNS discovery is not supported yet, so write the endpoint's \
-             IP:port",
+            "'{}' is a hostname; write IP:port, or resolve the name with `type: dns` and \
+             `dns: {{name: ..., port: ...}}` on the cluster",
             text.trim()
         ),
         Problem::Invalid => format!("'{}' is not IP:port, e.g. 10.0.0.7:8080", text.trim()),
@@ -76,6 +76,35 @@ pub(super) fn endpoint_address(text: &str) -> Result<SocketAddr, String> {
         return Err(format!("'{}': port 0 cannot be connected to", text.trim()));
     }
     Ok(addr)
+}
+
+/// A nameserver: `IP:port`, or an IP alone for port 53.
+pub(super) fn nameserver_address(text: &str) -> Result<SocketAddr, String> {
+    let addr = match parse(text) {
+        Ok(addr) => addr,
+        Err(Problem::NoPort) => {
+            let ip = text.trim().trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = ip.parse().map_err(|_| invalid_nameserver(text))?;
+            SocketAddr::new(ip, crate::defaults::DNS_SERVER_PORT)
+        }
+        Err(Problem::Empty) => return Err("empty address; write IP or IP:port".to_owned()),
+        Err(Problem::Hostname) => {
+            return Err(format!(
+                "'{}' is a hostname; a nameserver is an IP address (resolving its name would \
+                 need a nameserver)",
+                text.trim()
+            ));
+        }
+        Err(Problem::Invalid) => return Err(invalid_nameserver(text)),
+    };
+    if addr.port() == 0 {
+        return Err(format!("'{}': port 0 cannot be queried", text.trim()));
+    }
+    Ok(addr)
+}
+
+fn invalid_nameserver(text: &str) -> String {
+    format!("'{}' is not IP or IP:port, e.g. 10.96.0.10:53", text.trim())
 }
 
 #[cfg(test)]
@@ -102,8 +131,8 @@ mod tests {
         );
         assert_eq!(
             endpoint_address("db.local:5432").unwrap_err(),
-            "'db.local:5432' is a hostname; DNS discovery is not supported yet, so write the \
-             endpoint's IP:port"
+            "'db.local:5432' is a hostname; write IP:port, or resolve the name with `type: dns` \
+             and `dns: {name: ..., port: ...}` on the cluster"
         );
         assert!(endpoint_address("db").unwrap_err().contains("hostname"));
         assert!(

@@ -2,8 +2,8 @@
 //! retries and circuit breakers have rooms of their own.
 
 use super::{
-    Cx, Names, addr, balance, breaker, check_weights, elements, health, join, name_text, outlier,
-    retry, value,
+    Cx, Names, addr, balance, breaker, check_weights, discovery, elements, health, join, name_text,
+    outlier, retry, value,
 };
 use crate::defaults::{self, ranges};
 use crate::model;
@@ -55,6 +55,7 @@ pub(super) fn cluster(
         ranges::UPSTREAM_IDLE_TIMEOUT,
         defaults::UPSTREAM_IDLE_TIMEOUT,
     );
+    let discovery = discovery::discovery(cx, raw, pos, path);
     let endpoints = endpoints(cx, raw.endpoints.as_ref(), &join(path, "endpoints"));
     let load_balancer =
         balance::load_balancer(cx, &raw.load_balancer, &join(path, "load_balancer"));
@@ -79,6 +80,7 @@ pub(super) fn cluster(
         protocol,
         connect_timeout,
         idle_timeout,
+        discovery: discovery?,
         endpoints: endpoints?,
         load_balancer: load_balancer?,
         health_check: health_check?,

@@ -9,6 +9,7 @@ mod addr;
 mod balance;
 mod breaker;
 mod clusters;
+mod discovery;
 mod fault;
 mod headers;
 mod health;

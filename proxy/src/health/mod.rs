@@ -227,6 +227,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
+            discovery: Default::default(),
             endpoints: endpoints
                 .into_iter()
                 .map(|address| Endpoint { address, weight: 1 })

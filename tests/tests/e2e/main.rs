@@ -11,6 +11,7 @@ mod balancing;
 mod cli;
 mod control_plane;
 mod detection;
+mod dns;
 mod drain;
 mod errors;
 mod grpc;
