@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use remora_config::mesh::{Mesh, host_names};
-use remora_config::model::{Config, ListenerKind, Route};
+use remora_config::model::{Config, Discovery, ListenerKind, Route};
 use remora_config::protocol::EndpointHealth;
 use remora_proxy::route::{RequestView, RouteTable};
 use serde::{Deserialize, Serialize};
@@ -173,20 +173,33 @@ fn backends(route: &Route, config: &Config, node: &Node<'_>) -> Value {
                 return json!({ "cluster": b.cluster, "weight": b.weight, "share": share });
             };
             let written = remora_config::cluster_json(cluster);
-            let endpoints: Vec<Value> = cluster
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let address = e.address.to_string();
-                    let state = node.health.and_then(|(report, _)| {
-                        report
-                            .iter()
-                            .find(|h| h.cluster == cluster.name && h.address == address)
-                            .map(|h| h.state.clone())
-                    });
-                    json!({ "address": address, "weight": e.weight, "state": state })
+            let reported = |address: &str| {
+                node.health.and_then(|(report, _)| {
+                    report
+                        .iter()
+                        .find(|h| h.cluster == cluster.name && h.address == address)
+                        .map(|h| h.state.clone())
                 })
-                .collect();
+            };
+            let endpoints: Vec<Value> = match &cluster.discovery {
+                Discovery::Static => cluster
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let address = e.address.to_string();
+                        let state = reported(&address);
+                        json!({ "address": address, "weight": e.weight, "state": state })
+                    })
+                    .collect(),
+                // Only the sidecar knows what DNS answered: its report lists them.
+                Discovery::Dns(_) => node
+                    .health
+                    .into_iter()
+                    .flat_map(|(report, _)| report)
+                    .filter(|h| h.cluster == cluster.name)
+                    .map(|h| json!({ "address": h.address, "weight": "dns", "state": h.state }))
+                    .collect(),
+            };
             json!({
                 "cluster": cluster.name,
                 "weight": b.weight,
@@ -197,6 +210,7 @@ fn backends(route: &Route, config: &Config, node: &Node<'_>) -> Value {
                 "retry_budget": written["retry_budget"],
                 "health_check": written.get("health_check").cloned().unwrap_or(Value::Null),
                 "outlier_detection": written["outlier_detection"],
+                "dns": written.get("dns").cloned().unwrap_or(Value::Null),
                 "endpoints": endpoints,
                 "health_reported_ms_ago": node.health.map(|(_, age)| age.as_millis() as u64),
             })
@@ -256,6 +270,7 @@ pub fn render(node: &str, v: &Value) -> String {
             "retry_budget",
             "health_check",
             "outlier_detection",
+            "dns",
         ] {
             if !b[key].is_null() {
                 out.push_str(&format!("  {key}: {}\n", s(&b[key])));
@@ -350,6 +365,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("reported it 1.5s ago"), "{text}");
+    }
+
+    /// Only the sidecar knows what DNS answered: a dns cluster's endpoints are those it reported.
+    #[test]
+    fn a_dns_clusters_endpoints_come_from_the_sidecars_report() {
+        let sources = [Source {
+            name: "m.yaml".into(),
+            text: "services:\n  - { name: web, app: 127.0.0.1:1, calls: [api] }\n  - name: api\n    app: 127.0.0.1:2\n    cluster:\n      type: dns\n      dns: { name: api.shop.svc.cluster.local, port: 8080 }\n".into(),
+        }];
+        let mesh = mesh::load(&sources).unwrap();
+        let report = vec![
+            EndpointHealth {
+                cluster: "api".into(),
+                address: "10.1.0.7:8080".into(),
+                state: "healthy".into(),
+            },
+            EndpointHealth {
+                cluster: "inbound".into(),
+                address: "127.0.0.1:1".into(),
+                state: "healthy".into(),
+            },
+        ];
+        let node = Node {
+            service: "web",
+            namespace: "default",
+            health: Some((&report, std::time::Duration::ZERO)),
+        };
+        let v = explain(&mesh, &node, &ask("http://api/", &[])).unwrap();
+        let api = &v["backends"][0];
+        assert_eq!(api["dns"]["name"], "api.shop.svc.cluster.local");
+        assert_eq!(
+            api["endpoints"],
+            json!([{ "address": "10.1.0.7:8080", "weight": "dns", "state": "healthy" }])
+        );
     }
 
     #[test]
