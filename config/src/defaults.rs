@@ -379,6 +379,11 @@ pub mod ranges {
 /// A service's namespace when the mesh config names none: Kubernetes' own default.
 pub const MESH_NAMESPACE: &str = "default";
 
+/// Mesh services accept TLS and plaintext by default (when the control plane issues
+/// certificates), as Istio's PERMISSIVE: a mesh can then be adopted one service at a time, and
+/// `strict` set once every caller has a sidecar.
+pub const MESH_MTLS: crate::model::MtlsMode = crate::model::MtlsMode::Permissive;
+
 /// A sidecar's inbound listener, as Istio's: every interface, since traffic for the
 /// workload arrives from other pods (in Kubernetes, redirected here by iptables).
 pub const MESH_INBOUND: &str = "0.0.0.0:15006";

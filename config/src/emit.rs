@@ -126,6 +126,11 @@ fn listener(l: &model::Listener) -> raw::Listener {
         cluster,
         detect_timeout,
         rate_limit: l.rate_limit.as_ref().map(|r| Item::new(rate_limit(r))),
+        mtls: match l.mtls {
+            model::MtlsMode::Disabled => None,
+            model::MtlsMode::Strict => some(raw::MtlsMode::Strict),
+            model::MtlsMode::Permissive => some(raw::MtlsMode::Permissive),
+        },
     }
 }
 
@@ -268,6 +273,11 @@ pub(crate) fn cluster(c: &model::Cluster) -> raw::Cluster {
         retries: some(retry_policy(&c.retries)),
         retry_budget: some(retry_budget(&c.retry_budget)),
         circuit_breakers: some(circuit_breakers(&c.circuit_breakers)),
+        mtls: c.mtls.as_ref().map(|m| {
+            Item::new(raw::ClusterMtls {
+                identity: some(m.identity.to_string()),
+            })
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 //! `file:line:col: field.path: message` line each, sorted by position.
 
 pub mod defaults;
+pub mod identity;
 pub mod mesh;
 pub mod model;
 pub mod protocol;

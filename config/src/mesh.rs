@@ -13,6 +13,7 @@
 use std::path::Path;
 
 use crate::diag::Collector;
+use crate::identity::SpiffeId;
 use crate::node::{self, Kind};
 use crate::raw::{self, Item};
 use crate::validate::mesh::{INBOUND_CLUSTER, MeshInput, ServiceDef, services};
@@ -42,6 +43,8 @@ pub struct Service {
     /// Where it was defined: `file:line`.
     pub defined_at: String,
     pub calls: Vec<String>,
+    /// Its workload's identity is `spiffe://<trust-domain>/ns/<namespace>/sa/<this>`.
+    pub service_account: String,
     /// Its sidecar's config, validated.
     pub config: model::Config,
     /// The same, as the YAML sent to the sidecar.
@@ -106,8 +109,15 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Source>, Diagnostics> {
 }
 
 /// Checks the files together and builds every sidecar's config. Every problem in every file
-/// is reported at once, each in its own file.
+/// is reported at once, each in its own file. Plaintext between sidecars: see [`load_with`].
 pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
+    load_with(sources, None)
+}
+
+/// As [`load`]; with a trust domain (the control plane issues certificates), sidecars talk
+/// mutual TLS: each inbound listener gets its service's `mtls` mode, and each cluster of a
+/// service with mTLS requires that service's SPIFFE ID.
+pub fn load_with(sources: &[Source], trust_domain: Option<&str>) -> Result<Mesh, Diagnostics> {
     let outs: Vec<Collector> = sources.iter().map(|s| Collector::new(&s.name)).collect();
     let roots: Vec<Option<node::Node>> = sources
         .iter()
@@ -150,7 +160,7 @@ pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
     for def in &defs {
         let label = format!("<sidecar config of service {}>", def.name);
         let out = Collector::new(&label);
-        let (raw, route_origins) = sidecar(def, &defs, &files);
+        let (raw, route_origins) = sidecar(def, &defs, &files, trust_domain);
         let built = validate::validate_built(&raw, &out);
         let config = out.finish(Some(built))?;
         services.push(Service {
@@ -158,6 +168,7 @@ pub fn load(sources: &[Source]) -> Result<Mesh, Diagnostics> {
             namespace: def.namespace.clone(),
             defined_at: format!("{}:{}", sources[def.file].name, def.pos.line),
             calls: def.calls.clone(),
+            service_account: def.service_account.clone(),
             yaml: crate::to_yaml(&config),
             config,
             route_origins,
@@ -191,7 +202,19 @@ type Origins = Vec<(String, String, String)>;
 
 /// The raw config of `def`'s sidecar, from pieces of the mesh (keeping their positions), and
 /// where its routes were written. `files` names the inputs.
-fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>], files: &[&str]) -> (raw::Config, Origins) {
+fn sidecar(
+    def: &ServiceDef<'_>,
+    all: &[ServiceDef<'_>],
+    files: &[&str],
+    trust_domain: Option<&str>,
+) -> (raw::Config, Origins) {
+    // mTLS where the control plane issues certificates and the service has not opted out.
+    let mtls_of = |d: &ServiceDef<'_>| match trust_domain {
+        Some(td) if d.mtls != model::MtlsMode::Disabled => {
+            Some(SpiffeId::new(td, &d.namespace, &d.service_account))
+        }
+        _ => None,
+    };
     let at = |file: usize, pos: raw::Pos| format!("{}:{}", files[file], pos.line);
     let mut origins = vec![(
         "inbound".to_owned(),
@@ -213,6 +236,12 @@ fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>], files: &[&str]) -> (raw
         direction: Some(item(raw::Direction::Inbound)),
         routes: Some(item(vec![item(inbound_route)])),
         cluster: Some(item(INBOUND_CLUSTER.to_owned())),
+        mtls: mtls_of(def).map(|_| {
+            item(match def.mtls {
+                model::MtlsMode::Strict => raw::MtlsMode::Strict,
+                _ => raw::MtlsMode::Permissive,
+            })
+        }),
         ..raw::Listener::default()
     })];
     let mut clusters = vec![item(raw::Cluster {
@@ -247,7 +276,12 @@ fn sidecar(def: &ServiceDef<'_>, all: &[ServiceDef<'_>], files: &[&str]) -> (raw
         }
     }
     for name in needed {
-        if let Some(cluster) = find_cluster(all, &name) {
+        if let Some((mut cluster, owner)) = find_cluster(all, &name) {
+            if let Some(id) = mtls_of(owner) {
+                cluster.mtls = Some(item(raw::ClusterMtls {
+                    identity: Some(item(id.to_string())),
+                }));
+            }
             clusters.push(item(cluster));
         }
     }
@@ -346,15 +380,19 @@ fn route_clusters(route: &raw::Route) -> Vec<String> {
     names
 }
 
-/// The raw cluster called `name`: a service's (named after it), or one of the extra ones.
-fn find_cluster(all: &[ServiceDef<'_>], name: &str) -> Option<raw::Cluster> {
+/// The raw cluster called `name`: a service's (named after it), or one of the extra ones;
+/// with the service it belongs to (whose workloads its endpoints are).
+fn find_cluster<'d, 'a>(
+    all: &'d [ServiceDef<'a>],
+    name: &str,
+) -> Option<(raw::Cluster, &'d ServiceDef<'a>)> {
     for def in all {
         if def.name == name
             && let Some(cluster) = def.raw.cluster.as_ref().and_then(Item::get)
         {
             let mut named = cluster.clone();
             named.name = Some(Item::new(def.name.clone()));
-            return Some(named);
+            return Some((named, def));
         }
         for extra in def
             .raw
@@ -368,7 +406,7 @@ fn find_cluster(all: &[ServiceDef<'_>], name: &str) -> Option<raw::Cluster> {
                     .and_then(Item::get)
                     .is_some_and(|n| n == name)
             {
-                return Some(c.clone());
+                return Some((c.clone(), def));
             }
         }
     }

@@ -148,6 +148,35 @@ pub struct Listener {
     pub kind: ListenerKind,
     /// A token bucket over every request (HTTP) or connection (TCP) the listener takes.
     pub rate_limit: Option<RateLimit>,
+    pub mtls: MtlsMode,
+}
+
+/// Mutual TLS on a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MtlsMode {
+    /// TLS with a client certificate only; plaintext connections are closed.
+    Strict,
+    /// TLS (told by its first byte) or plaintext.
+    Permissive,
+    /// Plaintext only (TLS bytes are just bytes: forwarded as opaque TCP on `auto`).
+    #[default]
+    Disabled,
+}
+
+impl MtlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "strict",
+            MtlsMode::Permissive => "permissive",
+            MtlsMode::Disabled => "disabled",
+        }
+    }
+}
+
+/// Mutual TLS to a cluster: the identity its endpoints must prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMtls {
+    pub identity: crate::identity::SpiffeId,
 }
 
 #[derive(Debug, Clone)]
@@ -473,6 +502,8 @@ pub struct Cluster {
     pub retries: RetryPolicy,
     pub retry_budget: RetryBudget,
     pub circuit_breakers: CircuitBreakers,
+    /// `None`: plaintext to the endpoints.
+    pub mtls: Option<ClusterMtls>,
 }
 
 /// How a cluster picks an endpoint for a request.

@@ -37,6 +37,10 @@ pub struct WatchResponse {
     pub generation: u64,
     /// The sidecar's proxy config, as YAML.
     pub config: String,
+    /// Every root the mesh trusts now, PEM; empty when the control plane issues no
+    /// certificates.
+    #[serde(default)]
+    pub trust_bundle: String,
 }
 
 /// Where a sidecar reports the health of its endpoints: on a change (checked every second)
@@ -58,4 +62,32 @@ pub struct EndpointHealth {
     pub address: String,
     /// As the sidecar's `/clusters` says: `healthy`, `unhealthy`, `ejected`, `drained`...
     pub state: String,
+}
+
+/// Where a sidecar asks for its workload certificate (on the same port as the watch).
+pub const CERTIFICATE_PATH: &str = "/v1/certificate";
+
+/// A certificate signing request: the sidecar made the key pair and keeps the private key;
+/// the control plane signs the identity the token proves, whatever the CSR itself asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The bootstrap token (locally), or in Kubernetes the service-account token.
+    pub token: String,
+    pub namespace: String,
+    pub service_account: String,
+    /// PKCS#10, PEM.
+    pub csr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The leaf first, then any intermediates, PEM.
+    pub certificate_chain: String,
+    /// Every root the mesh trusts now, PEM (more than one during a root rollover).
+    pub trust_bundle: String,
+    /// The leaf's validity, seconds since the epoch.
+    pub not_before_unix: u64,
+    pub not_after_unix: u64,
+    /// The leaf's serial number, hex.
+    pub serial: String,
 }

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",
@@ -91,7 +91,7 @@ fn diagnostics_are_sorted_by_position_not_by_kind() {
         errors(&yaml),
         [
             "t.yaml:4:18: listeners[0].routes[0].cluster: no cluster named 'nope' (clusters: api)",
-            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
+            "t.yaml:7:5: clusters[0].weight: unknown field 'weight', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers, mtls",
         ]
     );
 }
@@ -116,13 +116,13 @@ fn empty_file() {
 fn unknown_field_with_and_without_suggestion() {
     let yaml = BASE.replace(
         "  - name: api\n",
-        "  - name: api\n    protocl: http2\n    tls: true\n",
+        "  - name: api\n    protocl: http2\n    compress: true\n",
     );
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers (did you mean 'protocol'?)",
-            "t.yaml:8:5: clusters[0].tls: unknown field 'tls', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers",
+            "t.yaml:7:5: clusters[0].protocl: unknown field 'protocl', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers, mtls (did you mean 'protocol'?)",
+            "t.yaml:8:5: clusters[0].compress: unknown field 'compress', expected one of: name, protocol, connect_timeout, idle_timeout, type, endpoints, dns, load_balancer, health_check, outlier_detection, retries, retry_budget, circuit_breakers, mtls",
         ]
     );
 }

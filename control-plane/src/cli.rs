@@ -9,9 +9,14 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
 use remora_config::model::Config;
 use remora_config::{Diagnostic, Diagnostics};
+
+use crate::ca::{self, Ca, Policy};
+use crate::tokens::Tokens;
 
 /// The command ran and everything was fine.
 pub const EXIT_OK: u8 = 0;
@@ -46,23 +51,14 @@ enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "files")]
         mesh: Option<PathBuf>,
     },
-    /// Serve the mesh config in DIR to sidecars, and watch DIR for changes.
-    ControlPlane {
-        /// The mesh config: every *.yaml file in it (see config/examples/mesh/).
-        #[arg(long, value_name = "DIR")]
-        config_dir: PathBuf,
-        /// Where sidecars connect (HTTP/2 or HTTP/1.1, see docs/control-plane.md).
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
-        listen: std::net::SocketAddr,
-        /// /status, /metrics, /ready and /live. Not authenticated: keep it private.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
-        admin: std::net::SocketAddr,
-        /// Once listening, write the bound addresses as JSON to this file.
-        #[arg(long, value_name = "FILE")]
-        write_addrs: Option<PathBuf>,
-        /// Log filter (stderr), as RUST_LOG; RUST_LOG wins if set.
-        #[arg(long, value_name = "FILTER", default_value = "info")]
-        log_level: String,
+    /// Serve the mesh config in DIR to sidecars, and watch DIR for changes; sign the sidecars'
+    /// certificates (see docs/identity.md).
+    ControlPlane(ControlPlaneArgs),
+    /// Make CA certificates for the mesh: a root, or an intermediate under a root
+    /// (see docs/identity.md).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
     },
     /// Where a request from a sidecar's workload goes: the route (and the file and line it was
     /// written on), the policies that apply, and the endpoints with their health.
@@ -103,6 +99,91 @@ enum Command {
     ///
     /// For VS Code: `remora schema > remora.schema.json`, then see docs/config-schema.md.
     Schema,
+}
+
+#[derive(Debug, Args)]
+struct ControlPlaneArgs {
+    /// The mesh config: every *.yaml file in it (see config/examples/mesh/).
+    #[arg(long, value_name = "DIR")]
+    config_dir: PathBuf,
+    /// Where sidecars connect (HTTP/2 or HTTP/1.1, see docs/control-plane.md).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15010")]
+    listen: std::net::SocketAddr,
+    /// /status, /metrics, /ready and /live. Not authenticated: keep it private.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
+    admin: std::net::SocketAddr,
+    /// Once listening, write the bound addresses as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    write_addrs: Option<PathBuf>,
+    /// Log filter (stderr), as RUST_LOG; RUST_LOG wins if set.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+    /// The SPIFFE trust domain: workload identities are
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+    #[arg(long, value_name = "NAME", default_value = ca::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The signing CA's certificate, PEM: a root, or an intermediate under your root (then
+    /// followed by any intermediates above it, with the roots in --trust-bundle).
+    #[arg(long, value_name = "FILE", requires = "ca_key", conflicts_with_all = ["dev_ca_dir", "no_ca"])]
+    ca_cert: Option<PathBuf>,
+    /// The signing CA's key: unencrypted PKCS#8 PEM. Never logged or served.
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    ca_key: Option<PathBuf>,
+    /// The roots sidecars trust, PEM; several during a root rollover. Default: --ca-cert, if it
+    /// is a root (required if it is an intermediate).
+    #[arg(long, value_name = "FILE", requires = "ca_cert")]
+    trust_bundle: Option<PathBuf>,
+    /// Without --ca-cert, a throwaway dev CA signs certificates; with this, it is kept in DIR
+    /// (ca.crt, ca.key) and reused, so sidecars' certificates survive a restart.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_ca")]
+    dev_ca_dir: Option<PathBuf>,
+    /// Sign no certificates (no mTLS): POST /v1/certificate answers 503, and the watch carries
+    /// no trust bundle.
+    #[arg(long)]
+    no_ca: bool,
+    /// How long a workload certificate is valid, e.g. 24h, 1h30m, 60s (10s to 2160h).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_lifetime)]
+    cert_lifetime: Duration,
+    /// Who may ask for which identity: lines of `TOKEN NAMESPACE/SERVICE_ACCOUNT`
+    /// (`NAMESPACE/*`: any service account). Without it every certificate request is refused.
+    #[arg(long, value_name = "FILE")]
+    bootstrap_tokens: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// A new root CA: DIR/ca.crt and DIR/ca.key (mode 0600). Existing files are never
+    /// overwritten.
+    Init {
+        #[arg(long, value_name = "NAME", default_value = ca::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Where to write ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// How long the root is valid, in days.
+        #[arg(long, value_name = "N", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+    /// A new intermediate CA signed by a root (no longer than the root is valid): DIR/ca.crt
+    /// and DIR/ca.key. Give it to `control-plane --ca-cert --ca-key`, the root to
+    /// `--trust-bundle`.
+    Intermediate {
+        #[arg(long, value_name = "FILE")]
+        root_cert: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        root_key: PathBuf,
+        #[arg(long, value_name = "NAME", default_value = ca::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// How long the intermediate is valid, in days.
+        #[arg(long, value_name = "N", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+}
+
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    remora_config::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Runs `remora` with `args` (the program name first) on the real stdout and stderr.
@@ -150,25 +231,8 @@ where
             mesh: Some(dir), ..
         } => validate_mesh(&dir, stdout, stderr),
         Command::Schema => schema(stdout),
-        Command::ControlPlane {
-            config_dir,
-            listen,
-            admin,
-            write_addrs,
-            log_level,
-        } => {
-            init_logs(&log_level);
-            let options = crate::server::Options {
-                config_dir,
-                listen,
-                admin,
-                write_addrs,
-            };
-            match crate::server::run(options) {
-                Ok(()) => Ok(EXIT_OK),
-                Err(e) => writeln!(stderr, "remora control-plane: {e}").map(|()| EXIT_PROBLEMS),
-            }
-        }
+        Command::ControlPlane(args) => control_plane(args, stderr),
+        Command::Ca { command } => ca_command(command, stdout, stderr),
         Command::Status { admin, json, all } => {
             crate::status::status(admin, json, all, stdout, stderr)
         }
@@ -191,6 +255,154 @@ where
     };
     // A closed pipe (`remora schema | head`) is not worth a second error message.
     result.unwrap_or(EXIT_PROBLEMS)
+}
+
+fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u8> {
+    init_logs(&args.log_level);
+    let (ca, tokens) = match identity(&args) {
+        Ok(pair) => pair,
+        Err(e) => {
+            writeln!(stderr, "remora control-plane: {e}")?;
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    let options = crate::server::Options {
+        config_dir: args.config_dir,
+        listen: args.listen,
+        admin: args.admin,
+        write_addrs: args.write_addrs,
+        ca,
+        tokens,
+    };
+    match crate::server::run(options) {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e) => writeln!(stderr, "remora control-plane: {e}").map(|()| EXIT_PROBLEMS),
+    }
+}
+
+/// The CA and the tokens the flags ask for, checked; the dev CA when none is given.
+fn identity(args: &ControlPlaneArgs) -> Result<(Option<Ca>, Option<Tokens>), String> {
+    if args.no_ca {
+        tracing::info!("--no-ca: no certificates are issued");
+        return Ok((None, None));
+    }
+    let policy =
+        Policy::try_new(&args.trust_domain, args.cert_lifetime).map_err(|e| e.to_string())?;
+    let now = SystemTime::now();
+    let ca = match (&args.ca_cert, &args.ca_key) {
+        (Some(cert), Some(key)) => {
+            Ca::from_files(cert, key, args.trust_bundle.as_deref(), &policy, now)
+                .map_err(|e| e.to_string())?
+        }
+        _ => dev_ca(args.dev_ca_dir.as_deref(), &policy, now)?,
+    };
+    for root in ca.roots() {
+        tracing::info!(root = %root, "trusted root");
+    }
+    tracing::info!(
+        trust_domain = ca.trust_domain(),
+        lifetime = %remora_config::units::format_duration(ca.lifetime()),
+        "issuing workload certificates"
+    );
+    let tokens = match &args.bootstrap_tokens {
+        Some(path) => {
+            let tokens = Tokens::read(path)?;
+            tracing::info!(file = %path.display(), grants = tokens.len(), "bootstrap tokens");
+            Some(tokens)
+        }
+        None => {
+            tracing::warn!("no --bootstrap-tokens: every certificate request will be refused");
+            None
+        }
+    };
+    Ok((Some(ca), tokens))
+}
+
+fn dev_ca(dir: Option<&Path>, policy: &Policy, now: SystemTime) -> Result<Ca, String> {
+    let (ca, whence) = match dir {
+        None => (Ca::dev(policy, now), "generated at start".to_owned()),
+        Some(dir) => match Ca::dev_in_dir(dir, policy, now) {
+            Ok((ca, true)) => (Ok(ca), format!("read from {}", dir.display())),
+            Ok((ca, false)) => (
+                Ok(ca),
+                format!("generated and written to {}", dir.display()),
+            ),
+            Err(e) => (Err(e), String::new()),
+        },
+    };
+    let ca = ca.map_err(|e| e.to_string())?;
+    let lasts = match dir {
+        None => "sidecars' certificates become untrusted when this process restarts",
+        Some(_) => "anyone who can read its key can impersonate any workload",
+    };
+    tracing::warn!(
+        "DEV CA: certificates are signed by a throwaway CA {whence}; {lasts}; use \
+         --ca-cert/--ca-key in production"
+    );
+    Ok(ca)
+}
+
+fn ca_command(
+    command: CaCommand,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> io::Result<u8> {
+    let now = SystemTime::now();
+    let days = |n: u32| Duration::from_secs(u64::from(n) * 24 * 3600);
+    let (made, out, what) = match command {
+        CaCommand::Init {
+            trust_domain,
+            out,
+            days: n,
+        } => {
+            let made = check_trust_domain(&trust_domain)
+                .and_then(|()| ca::generate_root(&trust_domain, days(n), now));
+            (made, out, "root")
+        }
+        CaCommand::Intermediate {
+            root_cert,
+            root_key,
+            trust_domain,
+            out,
+            days: n,
+        } => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| ca::CaError::from(format!("cannot read {}: {e}", p.display())))
+            };
+            let made = check_trust_domain(&trust_domain).and_then(|()| {
+                ca::generate_intermediate(
+                    &read(&root_cert)?,
+                    &read(&root_key)?,
+                    &trust_domain,
+                    days(n),
+                    now,
+                )
+            });
+            (made, out, "intermediate")
+        }
+    };
+    let written = made.and_then(|(cert, key)| ca::write_ca_files(&out, &cert, &key, false));
+    match written {
+        Ok(()) => {
+            let (cert, key) = (out.join(ca::CA_CERT_FILE), out.join(ca::CA_KEY_FILE));
+            writeln!(
+                stdout,
+                "wrote the {what} CA: {} and {} (keep the key secret)",
+                cert.display(),
+                key.display()
+            )?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(stderr, "remora ca: {e}")?;
+            Ok(EXIT_PROBLEMS)
+        }
+    }
+}
+
+fn check_trust_domain(td: &str) -> Result<(), ca::CaError> {
+    Policy::try_new(td, ca::DEFAULT_LIFETIME).map(drop)
 }
 
 fn validate(

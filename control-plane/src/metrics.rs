@@ -20,6 +20,11 @@ struct Result {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     connected: Gauge,
@@ -31,6 +36,8 @@ pub struct Metrics {
     validation_failures: Counter,
     generation: Gauge<u64, AtomicU64>,
     last_reload_success: Gauge,
+    certificates_issued: Counter,
+    certificates_refused: Family<Reason, Counter>,
 }
 
 impl Metrics {
@@ -47,6 +54,8 @@ impl Metrics {
             validation_failures: Counter::default(),
             generation: Gauge::default(),
             last_reload_success: Gauge::default(),
+            certificates_issued: Counter::default(),
+            certificates_refused: Family::default(),
         };
         registry.register(
             "connected_sidecars",
@@ -89,6 +98,18 @@ impl Metrics {
             "1 if the last load of the mesh directory was accepted, 0 if it was refused",
             m.last_reload_success.clone(),
         );
+        registry.register(
+            "certificates_issued",
+            "Workload certificates signed",
+            m.certificates_issued.clone(),
+        );
+        registry.register(
+            "certificate_requests_refused",
+            "Certificate requests refused, by reason (bad_request, bad_csr, bad_csr_signature, \
+             weak_key, bad_identity, no_tokens, unknown_token, identity_not_granted, no_ca, \
+             sign_failed)",
+            m.certificates_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -120,6 +141,16 @@ impl Metrics {
 
     pub fn push_complete(&self, seconds: f64) {
         self.push_latency.observe(seconds);
+    }
+
+    pub fn certificate_issued(&self) {
+        self.certificates_issued.inc();
+    }
+
+    pub fn certificate_refused(&self, reason: &'static str) {
+        self.certificates_refused
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     pub fn render(&self) -> String {

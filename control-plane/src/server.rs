@@ -1,5 +1,6 @@
-//! `remora control-plane`: serves the mesh config to sidecars (the watch, on `--listen`) and
-//! its own state (`/status`, `/metrics`, `/ready` on `--admin`).
+//! `remora control-plane`: serves the mesh config to sidecars (the watch, on `--listen`), signs
+//! their certificates (`POST /v1/certificate`, same port; see [`crate::ca`]), and shows its own
+//! state (`/status`, `/metrics`, `/ready` on `--admin`).
 //!
 //! It keeps no state beyond what it reads from the directory and hears from sidecars, so any
 //! number of replicas can serve the same directory: they publish the same versions, and a
@@ -9,7 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -17,21 +18,27 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use remora_config::protocol::{HEALTH_PATH, HealthReport, WATCH_PATH, WatchRequest, WatchResponse};
+use remora_config::protocol::{
+    CERTIFICATE_PATH, CertificateRequest, HEALTH_PATH, HealthReport, WATCH_PATH, WatchRequest,
+    WatchResponse,
+};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::ca::{Ca, Refusal};
 use crate::explain::{ExplainRequest, Node, explain};
 use crate::metrics::Metrics;
 use crate::sidecars::{Report, Sidecars};
 use crate::store::{self, LoadState, Published};
+use crate::tokens::Tokens;
 
 /// The longest a watch is held with nothing new: long enough that idle sidecars cost almost
 /// nothing, short enough that a dead connection is noticed.
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
-/// A watch request body is a few hundred bytes; anything past this is not one.
+/// A watch request body is a few hundred bytes and a certificate request (with its CSR) a few
+/// KiB; anything past this is neither.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 pub struct Options {
@@ -40,6 +47,12 @@ pub struct Options {
     pub admin: SocketAddr,
     /// Once listening, write `{"listen": ..., "admin": ...}` here (for tests on port 0).
     pub write_addrs: Option<PathBuf>,
+    /// Signs sidecars' certificates; `None`: none are signed (503) and the watch carries no
+    /// trust bundle.
+    pub ca: Option<Ca>,
+    /// Who may ask for which identity (`--bootstrap-tokens`); `None`: nobody, every
+    /// certificate request is refused.
+    pub tokens: Option<Tokens>,
 }
 
 struct State {
@@ -48,6 +61,8 @@ struct State {
     sidecars: Sidecars,
     metrics: Arc<Metrics>,
     config_dir: PathBuf,
+    ca: Option<Ca>,
+    tokens: Option<Tokens>,
 }
 
 type Body = Full<Bytes>;
@@ -63,7 +78,14 @@ pub fn run(options: Options) -> Result<(), String> {
 
 async fn serve(options: Options) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    let store = store::start(options.config_dir.clone(), metrics.clone())
+    // Sidecars talk mTLS to each other when this control plane can issue their certificates:
+    // a CA, and tokens for sidecars to prove who they are. Without tokens no sidecar could
+    // get a certificate, and mTLS would only fail every call (closed).
+    let trust_domain = match (&options.ca, &options.tokens) {
+        (Some(ca), Some(_)) => Some(ca.trust_domain().to_owned()),
+        _ => None,
+    };
+    let store = store::start(options.config_dir.clone(), trust_domain, metrics.clone())
         .map_err(|e| format!("cannot watch {}: {e}", options.config_dir.display()))?;
     let api = TcpListener::bind(options.listen)
         .await
@@ -87,6 +109,8 @@ async fn serve(options: Options) -> Result<(), String> {
         sidecars: Sidecars::default(),
         metrics,
         config_dir: options.config_dir,
+        ca: options.ca,
+        tokens: options.tokens,
     });
     tokio::spawn(track_pushes(state.clone(), store.published));
     tokio::spawn(tick(state.clone()));
@@ -203,6 +227,13 @@ async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
             },
             Err(resp) => resp,
         },
+        CERTIFICATE_PATH => match json_body(req, "a certificate request").await {
+            Ok(ask) => certificate_request(state, &ask),
+            Err(resp) => {
+                state.metrics.certificate_refused("bad_request");
+                resp
+            }
+        },
         _ => error(
             StatusCode::NOT_FOUND,
             format!("no such path; the watch is POST {WATCH_PATH}"),
@@ -247,6 +278,11 @@ async fn watch_request(state: &State, watch: WatchRequest) -> Response<Body> {
                 version: current.mesh.version.clone(),
                 generation: current.generation,
                 config: service.yaml.clone(),
+                trust_bundle: state
+                    .ca
+                    .as_ref()
+                    .map(|ca| ca.trust_bundle().to_owned())
+                    .unwrap_or_default(),
             };
             state.metrics.pushed();
             let body = serde_json::to_vec(&resp).unwrap_or_default();
@@ -257,6 +293,51 @@ async fn watch_request(state: &State, watch: WatchRequest) -> Response<Body> {
             // Nothing new within the hold, or shutting down.
             _ => return respond(StatusCode::NOT_MODIFIED, "application/json", Bytes::new()),
         }
+    }
+}
+
+/// Signs the identity the request's token proves (see [`Ca::certify`]); every refusal is
+/// logged and counted with its reason.
+fn certificate_request(state: &State, ask: &CertificateRequest) -> Response<Body> {
+    let Some(ca) = &state.ca else {
+        state.metrics.certificate_refused("no_ca");
+        let msg = "this control plane issues no certificates (started with --no-ca)";
+        return error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    };
+    let now = SystemTime::now();
+    match ca.certify(state.tokens.as_ref(), ask, now, &mut crate::ca::os_rng()) {
+        Ok(issued) => {
+            let r = &issued.response;
+            tracing::info!(
+                identity = %issued.id,
+                serial = %r.serial,
+                expires = %remora_config::timestamp::format_timestamp(r.not_after_unix),
+                "certificate issued"
+            );
+            state.metrics.certificate_issued();
+            let body = serde_json::to_vec(r).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        Err(refusal) => {
+            // Never the token: only what was asked for, and why it was refused.
+            tracing::warn!(
+                namespace = %ask.namespace,
+                service_account = %ask.service_account,
+                reason = refusal.reason(),
+                error = %refusal,
+                "certificate refused"
+            );
+            state.metrics.certificate_refused(refusal.reason());
+            error(refusal_status(&refusal), refusal)
+        }
+    }
+}
+
+fn refusal_status(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::Identity(_) | Refusal::Csr { .. } => StatusCode::BAD_REQUEST,
+        Refusal::Token(_) => StatusCode::FORBIDDEN,
+        Refusal::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

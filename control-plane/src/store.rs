@@ -43,7 +43,12 @@ pub struct Store {
 
 /// Loads `dir` once and starts watching it. A first load that fails leaves nothing published:
 /// sidecars wait (not ready) until a valid mesh appears.
-pub fn start(dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Store> {
+/// With a `trust_domain` (the control plane is the CA), sidecars get mTLS settings.
+pub fn start(
+    dir: PathBuf,
+    trust_domain: Option<String>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<Store> {
     let (published_tx, published) = watch::channel(None);
     let (state_tx, state) = watch::channel(LoadState::default());
     let (events_tx, events) = mpsc::unbounded_channel();
@@ -59,6 +64,7 @@ pub fn start(dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Store> {
         .map_err(std::io::Error::other)?;
     let mut loader = Loader {
         dir,
+        trust_domain,
         current: None,
         generation: 0,
         published: published_tx,
@@ -72,6 +78,7 @@ pub fn start(dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Store> {
 
 struct Loader {
     dir: PathBuf,
+    trust_domain: Option<String>,
     /// The files last read, accepted or refused: the same files again change nothing.
     current: Option<Vec<Source>>,
     generation: u64,
@@ -107,7 +114,7 @@ impl Loader {
         if self.current.as_ref() == Some(&sources) {
             return;
         }
-        match mesh::load(&sources) {
+        match mesh::load_with(&sources, self.trust_domain.as_deref()) {
             Ok(mesh) => {
                 let generation = next_generation(self.generation, newest_mtime(&sources));
                 self.generation = generation;

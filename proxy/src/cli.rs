@@ -47,6 +47,17 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", requires = "control_plane")]
     pub outbound: Option<SocketAddr>,
 
+    /// Control-plane mode: get a workload certificate (mTLS) from the control plane, proving
+    /// the identity with the token in this file (a bootstrap token; in Kubernetes, the
+    /// service-account token). The private key is made here and never leaves the process.
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    pub identity_token_file: Option<PathBuf>,
+
+    /// Control-plane mode: the service account the workload runs as (its identity is
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<this>). Default: the --service name.
+    #[arg(long, value_name = "NAME", requires = "identity_token_file")]
+    pub service_account: Option<String>,
+
     /// Zero-config mode: serve HTTP on this address...
     #[arg(long, value_name = "ADDR", requires = "upstream")]
     pub listen: Option<SocketAddr>,
@@ -199,6 +210,21 @@ fn control_plane_options(
         admin: config.admin.clone(),
         access_log: args.access_log.as_ref().map(|_| config.access_log.clone()),
         workers: args.workers.map(|_| config.runtime.workers),
+        identity: match &args.identity_token_file {
+            None => None,
+            Some(path) => {
+                let token = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Some(crate::control::IdentityOptions {
+                    token: token.trim().to_owned(),
+                    service_account: args
+                        .service_account
+                        .clone()
+                        .or_else(|| args.service.clone())
+                        .unwrap_or_default(),
+                })
+            }
+        },
     }))
 }
 

@@ -130,6 +130,9 @@ pub struct ConnCtx {
     /// The peer's IP rendered once, for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
     pub activity: Arc<Activity>,
+    /// The peer's SPIFFE ID, set once its mTLS handshake verified it; what the app gets in
+    /// `x-remora-peer-identity`.
+    pub peer_identity: std::sync::OnceLock<HeaderValue>,
 }
 
 impl ConnCtx {
@@ -149,6 +152,7 @@ impl ConnCtx {
             peer,
             client_ip,
             activity: Arc::new(Activity::new(http)),
+            peer_identity: std::sync::OnceLock::new(),
         }
     }
 

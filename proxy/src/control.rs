@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
 use remora_config::model::{AccessLog, Admin, Config};
 use remora_config::protocol::{
-    EndpointHealth, HEALTH_PATH, HEALTH_REFRESH_SECS, HealthReport, WATCH_PATH, WatchRequest,
-    WatchResponse,
+    CERTIFICATE_PATH, CertificateRequest, CertificateResponse, EndpointHealth, HEALTH_PATH,
+    HEALTH_REFRESH_SECS, HealthReport, WATCH_PATH, WatchRequest, WatchResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +57,16 @@ pub struct Options {
     pub admin: Option<Admin>,
     pub access_log: Option<AccessLog>,
     pub workers: Option<usize>,
+    /// Ask the control plane for a workload certificate (mTLS), proving who this is with a
+    /// token.
+    pub identity: Option<IdentityOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    /// Read from `--identity-token-file` (in Kubernetes, the service-account token).
+    pub token: String,
+    pub service_account: String,
 }
 
 impl Options {
@@ -97,6 +107,18 @@ pub async fn run(
     apply: mpsc::UnboundedSender<Reload>,
     shared: std::sync::Arc<Shared>,
 ) {
+    if let Some(identity) = options.identity.clone() {
+        // The first certificate before the first config: a config with mTLS would otherwise
+        // fail closed until it came.
+        let (first_tx, first) = oneshot::channel();
+        tokio::spawn(keep_identity(
+            options.address.clone(),
+            options.namespace.clone(),
+            identity,
+            first_tx,
+        ));
+        let _ = first.await;
+    }
     let mut state = Watch::default();
     let mut failures = 0u32;
     loop {
@@ -182,6 +204,11 @@ async fn receive(
     response: WatchResponse,
 ) -> bool {
     state.version = response.version.clone();
+    if !response.trust_bundle.is_empty()
+        && let Err(e) = crate::tls::global().set_bundle(&response.trust_bundle)
+    {
+        tracing::error!(error = %e, "trust bundle from the control plane refused");
+    }
     if state.applied_yaml.as_deref() == Some(response.config.as_str()) {
         state.error = None;
         tracing::info!(version = %response.version, "config version unchanged for this sidecar");
@@ -331,8 +358,17 @@ async fn post(
     address: &str,
     request: &WatchRequest,
 ) -> Result<(hyper::StatusCode, Bytes), String> {
+    post_json(sender, address, WATCH_PATH, request).await
+}
+
+async fn post_json<T: serde::Serialize>(
+    sender: &mut Sender,
+    address: &str,
+    path: &str,
+    request: &T,
+) -> Result<(hyper::StatusCode, Bytes), String> {
     let body = serde_json::to_vec(request).map_err(|e| e.to_string())?;
-    let req = http::Request::post(format!("http://{address}{WATCH_PATH}"))
+    let req = http::Request::post(format!("http://{address}{path}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
@@ -352,6 +388,84 @@ async fn post(
     tokio::time::timeout(HOLD + Duration::from_secs(10), exchange)
         .await
         .map_err(|_| "the watch went unanswered".to_owned())?
+}
+
+/// Keeps a valid workload certificate: asks for one, installs it, and asks again at about 70%
+/// of its lifetime; after a failure, again soon (never past the time left). `first` is told
+/// once the first one is in, or the first attempt failed (the watch then starts anyway).
+async fn keep_identity(
+    address: String,
+    namespace: String,
+    identity: IdentityOptions,
+    first: oneshot::Sender<()>,
+) {
+    let tls = crate::tls::global();
+    let mut first = Some(first);
+    let mut failures = 0u32;
+    loop {
+        let wait = match request_certificate(&address, &namespace, &identity).await {
+            Ok(workload) => {
+                failures = 0;
+                let wait = crate::tls::workload::refresh_in(
+                    workload.not_before,
+                    workload.not_after,
+                    std::time::SystemTime::now(),
+                    &mut crate::rng::ThreadRng,
+                );
+                tracing::info!(
+                    identity = %workload.id,
+                    serial = %workload.serial,
+                    renew_in = ?wait,
+                    "workload certificate installed"
+                );
+                wait
+            }
+            Err(e) => {
+                let left = tls
+                    .workload()
+                    .and_then(|w| {
+                        w.not_after
+                            .duration_since(std::time::SystemTime::now())
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                let wait = crate::tls::workload::retry_in(failures, left);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in = ?wait, time_left = ?left, "no workload certificate");
+                wait
+            }
+        };
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One CSR, on a connection of its own (rare: once per lifetime).
+async fn request_certificate(
+    address: &str,
+    namespace: &str,
+    identity: &IdentityOptions,
+) -> Result<std::sync::Arc<crate::tls::Workload>, String> {
+    let (csr, key) = crate::tls::workload::new_request(namespace, &identity.service_account)?;
+    let request = CertificateRequest {
+        token: identity.token.clone(),
+        namespace: namespace.to_owned(),
+        service_account: identity.service_account.clone(),
+        csr,
+    };
+    let mut sender = connect(address).await?;
+    let (status, body) = post_json(&mut sender, address, CERTIFICATE_PATH, &request).await?;
+    if status != hyper::StatusCode::OK {
+        let text = String::from_utf8_lossy(&body);
+        return Err(format!(
+            "the certificate request was answered {status}: {text}"
+        ));
+    }
+    let response: CertificateResponse = serde_json::from_slice(&body)
+        .map_err(|e| format!("a certificate answer that is not one: {e}"))?;
+    crate::tls::global().install(&response.certificate_chain, key, &response.trust_bundle)
 }
 
 /// The delay before reconnect number `attempt + 1`: full jitter under 100 ms × 2^attempt,

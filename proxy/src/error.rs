@@ -5,6 +5,7 @@
 //! status, a gRPC status and the `x-remora-error` header value, so a user reading a response
 //! never has to guess whether the app or the proxy answered, nor why.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +78,13 @@ pub enum ProxyError {
     /// A reload made this connection's listener stop serving HTTP; the client must reconnect.
     #[error("this listener no longer serves HTTP; reconnect")]
     ListenerChanged,
+    /// The cluster is reached over mTLS and this sidecar has no valid certificate (none issued
+    /// yet, or expired and not renewed): fail closed.
+    #[error("no valid workload certificate for mTLS to cluster {0}")]
+    NoIdentity(String),
+    /// The mTLS handshake with the endpoint failed, or it proved another identity.
+    #[error("mTLS with {addr} failed: {reason}")]
+    UpstreamTls { addr: SocketAddr, reason: String },
 }
 
 impl ProxyError {
@@ -86,6 +94,7 @@ impl ProxyError {
             ProxyError::NoEndpoint(_)
             | ProxyError::ListenerChanged
             | ProxyError::CircuitOpen(_)
+            | ProxyError::NoIdentity(_)
             | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::FaultAbort { http, .. } => {
@@ -94,6 +103,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ConnectFailed { .. }
             | ProxyError::Handshake { .. }
+            | ProxyError::UpstreamTls { .. }
             | ProxyError::UpstreamReset(_)
             | ProxyError::UpstreamBadResponse(_)
             | ProxyError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
@@ -132,6 +142,8 @@ impl ProxyError {
             ProxyError::FaultAbort { .. } => "fault-injected",
             ProxyError::CircuitOpen(_) => "circuit-open",
             ProxyError::Overflow { reason, .. } => reason,
+            ProxyError::NoIdentity(_) => "no-identity",
+            ProxyError::UpstreamTls { .. } => "upstream-tls-failed",
         }
     }
 
@@ -144,6 +156,8 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ConnectFailed { .. }
             | ProxyError::Handshake { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::NoIdentity(_)
             | ProxyError::UpstreamReset(_)
             | ProxyError::ListenerChanged
             | ProxyError::CircuitOpen(_)
@@ -182,6 +196,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. }
                 | ProxyError::ConnectFailed { .. }
                 | ProxyError::Handshake { .. }
+                | ProxyError::UpstreamTls { .. }
                 | ProxyError::UpstreamReset(_)
                 | ProxyError::UpstreamTimeout(_)
                 | ProxyError::UpstreamBadResponse(_)
@@ -197,6 +212,8 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. }
                 | ProxyError::ConnectFailed { .. }
                 | ProxyError::Handshake { .. }
+                | ProxyError::UpstreamTls { .. }
+                | ProxyError::NoIdentity(_)
                 | ProxyError::NoEndpoint(_)
         )
     }

@@ -13,6 +13,9 @@ use remora_config::model::HeaderRewrite;
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The caller's SPIFFE ID, as its mTLS certificate proved it. Only the sidecar sets it: a copy
+/// from the client is always removed first.
+pub const X_REMORA_PEER_IDENTITY: HeaderName = HeaderName::from_static("x-remora-peer-identity");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 

@@ -41,6 +41,7 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 pub mod worker;

@@ -122,6 +122,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("remora");
+        crate::tls::global().metrics.register(&mut registry);
         let requests = Family::default();
         registry.register(
             "requests",

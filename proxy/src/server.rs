@@ -619,6 +619,15 @@ async fn accept_loop(
         };
         let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
         let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
+        if rt.mtls != remora_config::model::MtlsMode::Disabled {
+            tokio::spawn(crate::tls::inbound::serve(
+                ctx,
+                stream,
+                rt.clone(),
+                timeouts,
+            ));
+            continue;
+        }
         match &rt.kind {
             ListenerRtKind::Http(_) => {
                 tokio::spawn(crate::http::serve(

@@ -49,6 +49,8 @@ pub struct ListenerRt {
     pub builder: Arc<crate::http::Builder>,
     /// The listener's own rate limit: per request on HTTP, per connection on opaque TCP.
     pub rate_limit: Option<RateLimitRt>,
+    /// Mutual TLS on accepted connections (see [`crate::tls::inbound`]).
+    pub mtls: remora_config::model::MtlsMode,
 }
 
 /// A token bucket and the counter of what it refused.
@@ -268,6 +270,7 @@ impl Snapshot {
                     rate_limit: l.rate_limit.as_ref().and_then(|r| {
                         RateLimitRt::new(r, metrics.rate_limited(&l.name, ""), &l.name)
                     }),
+                    mtls: l.mtls,
                 })
             })
             .collect();

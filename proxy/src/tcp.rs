@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use crate::breaker::Overflow;
 use crate::context::ConnCtx;
 use crate::health::Outcome;
@@ -15,7 +13,12 @@ use crate::metrics::OpenGuard;
 use crate::rng::ThreadRng;
 use crate::upstream::{ClusterRt, PickInput, connect};
 
-pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>, idle: Duration) {
+/// Forwards a downstream connection (plain TCP, or the decrypted side of an mTLS one) to an
+/// endpoint of `cluster`.
+pub async fn serve<S>(ctx: Arc<ConnCtx>, stream: S, cluster: Arc<ClusterRt>, idle: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let listener = ctx.listener_rt();
     let metrics = listener.metrics.clone();
     let duration = ctx
@@ -58,7 +61,7 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, cluster: Arc<ClusterRt>
         }
     };
     let addr = cluster.endpoints[ep].address;
-    let upstream = match connect::tcp(&cluster, addr).await {
+    let upstream = match connect::stream(&cluster, addr, None).await {
         Ok(s) => {
             cluster.record(ep, Outcome::Success, None);
             s

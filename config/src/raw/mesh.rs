@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Cluster, Field, List, Route};
+use super::{Cluster, Field, List, MtlsMode, Route};
 
 /// One file of the mesh config. Services may be spread over any number of files; each name
 /// is defined once in the whole directory.
@@ -34,6 +34,17 @@ pub struct Service {
     #[schemars(required)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Field<String>,
+    /// The Kubernetes service account the workload runs as: its identity is
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service_account>`. Left out: the service's
+    /// name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Field<String>,
+    /// Mutual TLS on the sidecar's inbound listener, when the control plane issues
+    /// certificates: `strict`, `permissive` (TLS or plaintext) or `disabled` (callers then
+    /// connect in plaintext too). Left out: `permissive`, so a mesh can be adopted one service
+    /// at a time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Field<MtlsMode>,
     /// The sidecar's inbound listener: traffic for the workload. Left out: `0.0.0.0:15006`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Field<String>,

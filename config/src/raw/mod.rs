@@ -179,6 +179,30 @@ pub struct Listener {
     /// auto listeners. Left out: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Field<RateLimit>,
+    /// Mutual TLS on this listener, with the workload certificate the control plane issues:
+    /// `strict` (TLS with a client certificate only; plaintext is refused), `permissive`
+    /// (TLS or plaintext, told apart by the first byte), or `disabled`. Left out: `disabled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Field<MtlsMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MtlsMode {
+    Strict,
+    Permissive,
+    Disabled,
+}
+
+/// Mutual TLS to a cluster's endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMtls {
+    /// The SPIFFE ID every endpoint must prove, e.g.
+    /// `spiffe://cluster.local/ns/shop/sa/orders`. A peer with any other identity is refused.
+    #[schemars(required)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Field<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -362,6 +386,10 @@ pub struct Cluster {
     /// Limits past which requests to the cluster fail at once instead of queueing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit_breakers: Field<CircuitBreakers>,
+    /// Connect to the endpoints with mutual TLS, presenting the workload certificate and
+    /// requiring this identity. Left out: plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Field<ClusterMtls>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

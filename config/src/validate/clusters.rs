@@ -75,6 +75,10 @@ pub(super) fn cluster(
     let retry_budget = retry::retry_budget(cx, &raw.retry_budget, &join(path, "retry_budget"));
     let circuit_breakers =
         breaker::circuit_breakers(cx, &raw.circuit_breakers, &join(path, "circuit_breakers"));
+    let mtls = match &raw.mtls {
+        None => Some(None),
+        Some(item) => cluster_mtls(cx, item, &join(path, "mtls")).map(Some),
+    };
     Some(model::Cluster {
         name: name?,
         protocol,
@@ -88,7 +92,26 @@ pub(super) fn cluster(
         retries: retries?,
         retry_budget: retry_budget?,
         circuit_breakers: circuit_breakers?,
+        mtls: mtls?,
     })
+}
+
+/// `mtls:` on a cluster: the identity the endpoints must prove, a whole SPIFFE ID.
+fn cluster_mtls(
+    cx: &Cx,
+    item: &crate::raw::Item<raw::ClusterMtls>,
+    path: &str,
+) -> Option<model::ClusterMtls> {
+    let raw = item.get()?;
+    let identity = cx.required(&raw.identity, item.pos, path, "identity", "")?;
+    let text = identity.get()?;
+    match crate::identity::SpiffeId::parse(text) {
+        Ok(identity) => Some(model::ClusterMtls { identity }),
+        Err(message) => {
+            cx.report(identity.pos, &join(path, "identity"), message);
+            None
+        }
+    }
 }
 
 /// `None` if any endpoint is invalid (and reported).

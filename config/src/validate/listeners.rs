@@ -79,12 +79,19 @@ fn listener(
     };
     let kind = kind(cx, raw, pos, path);
     let rate_limit = rate_limit::rate_limit(cx, &raw.rate_limit, &join(path, "rate_limit"));
+    let mtls = match value(&raw.mtls) {
+        None => model::MtlsMode::default(),
+        Some((raw::MtlsMode::Strict, _)) => model::MtlsMode::Strict,
+        Some((raw::MtlsMode::Permissive, _)) => model::MtlsMode::Permissive,
+        Some((raw::MtlsMode::Disabled, _)) => model::MtlsMode::Disabled,
+    };
     Some(model::Listener {
         name: name?,
         address: address?,
         direction,
         kind: kind?,
         rate_limit: rate_limit?,
+        mtls,
     })
 }
 

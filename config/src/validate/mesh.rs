@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use super::{Cx, Names, addr, clusters, did_you_mean, elements, join, list, name_text, routes};
 use crate::defaults;
 use crate::diag::Collector;
+use crate::model;
 use crate::raw::{self, Item, Pos};
 
 /// The local workload's cluster in every sidecar config: reserved, so no service or cluster
@@ -32,6 +33,8 @@ pub(crate) struct ServiceDef<'a> {
     pub inbound: SocketAddr,
     pub outbound: SocketAddr,
     pub calls: Vec<String>,
+    pub service_account: String,
+    pub mtls: model::MtlsMode,
 }
 
 /// A name defined somewhere in the mesh, and where.
@@ -177,7 +180,17 @@ fn service<'a>(
         });
     let namespace = match &raw.namespace {
         None => Some(defaults::MESH_NAMESPACE.to_owned()),
-        Some(item) => name_text(cx, item, &join(path, "namespace")),
+        Some(item) => identity_segment(cx, item, &join(path, "namespace")),
+    };
+    let service_account = match &raw.service_account {
+        None => name.clone(),
+        Some(item) => identity_segment(cx, item, &join(path, "service_account")),
+    };
+    let mtls = match raw.mtls.as_ref().and_then(Item::get) {
+        None => defaults::MESH_MTLS,
+        Some(raw::MtlsMode::Strict) => model::MtlsMode::Strict,
+        Some(raw::MtlsMode::Permissive) => model::MtlsMode::Permissive,
+        Some(raw::MtlsMode::Disabled) => model::MtlsMode::Disabled,
     };
     let app = cx
         .required(&raw.app, pos, path, "app", " (where the workload listens)")
@@ -233,7 +246,28 @@ fn service<'a>(
         inbound: inbound?,
         outbound: outbound?,
         calls: calls?,
+        service_account: service_account?,
+        mtls,
     })
+}
+
+/// A namespace or service account: a segment of a SPIFFE ID, so letters, digits, `.`, `-`
+/// and `_`.
+fn identity_segment(cx: &Cx, item: &Item<String>, path: &str) -> Option<String> {
+    let text = name_text(cx, item, path)?;
+    let ok = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && text != "."
+        && text != "..";
+    if !ok {
+        let msg = format!(
+            "'{text}' cannot be part of an identity: use letters, digits, '.', '-' and '_'"
+        );
+        cx.report(item.pos, path, msg);
+        return None;
+    }
+    Some(text)
 }
 
 /// A listener address, or its default.

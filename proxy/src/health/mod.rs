@@ -239,6 +239,7 @@ mod tests {
             retries: Default::default(),
             retry_budget: Default::default(),
             circuit_breakers: Default::default(),
+            mtls: None,
             health_check: Some(HealthCheck {
                 kind: HealthCheckKind::Tcp {
                     send: None,

@@ -13,7 +13,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use remora_config::model::Limits;
-use tokio::net::TcpStream;
 
 use crate::context::ConnCtx;
 use crate::io::{Activity, CountingIo};
@@ -51,7 +50,12 @@ pub struct Timeouts {
     pub header_read: Duration,
 }
 
-pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, builder: Arc<Builder>, t: Timeouts) {
+/// Serves HTTP on a downstream connection: a plain TCP stream, or the decrypted side of an
+/// mTLS one.
+pub async fn serve<S>(ctx: Arc<ConnCtx>, stream: S, builder: Arc<Builder>, t: Timeouts)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let listener = ctx.listener_rt();
     let metrics = &listener.metrics;
     let _open = OpenGuard::new(&metrics.open, &metrics.total);

@@ -664,6 +664,8 @@ fn classify(failed: &pool::Failed) -> RetryOutcome {
         ProxyError::ConnectTimeout { .. }
         | ProxyError::ConnectFailed { .. }
         | ProxyError::Handshake { .. }
+        | ProxyError::UpstreamTls { .. }
+        | ProxyError::NoIdentity(_)
         | ProxyError::NoEndpoint(_) => RetryOutcome::ConnectFailure,
         // Handed back unsent: the upstream never saw it.
         _ if failed.unsent.is_some() => RetryOutcome::RefusedStream,
@@ -745,6 +747,11 @@ fn rewrite_request(
         upgrade::set_headers(h, protocols);
     }
     headers::append_forwarded(h, &ctx.client_ip, &headers::PROTO_HTTP);
+    // Whoever the client says it is, only a verified certificate names the caller.
+    h.remove(headers::X_REMORA_PEER_IDENTITY);
+    if let Some(id) = ctx.peer_identity.get() {
+        h.insert(headers::X_REMORA_PEER_IDENTITY, id.clone());
+    }
     done.set_request_id(&headers::ensure_request_id(h, &mut ThreadRng));
     trace::propagate(h, &mut ThreadRng);
     headers::rewrite(h, &route.request_headers);
