@@ -131,6 +131,10 @@ fn listener(l: &model::Listener) -> raw::Listener {
             model::MtlsMode::Strict => some(raw::MtlsMode::Strict),
             model::MtlsMode::Permissive => some(raw::MtlsMode::Permissive),
         },
+        authorization: l
+            .authorization
+            .as_ref()
+            .map(|a| Item::new(authorization(a))),
     }
 }
 
@@ -150,6 +154,10 @@ pub(crate) fn route(r: &model::Route) -> raw::Route {
         retries: r.retries.as_ref().map(|p| Item::new(retry_policy(p))),
         fault: r.fault.as_ref().map(|f| Item::new(fault(f))),
         rate_limit: r.rate_limit.as_ref().map(|l| Item::new(rate_limit(l))),
+        authorization: r
+            .authorization
+            .as_ref()
+            .map(|a| Item::new(authorization(a))),
     }
 }
 
@@ -557,5 +565,44 @@ fn rate_limit(r: &model::RateLimit) -> raw::RateLimit {
     raw::RateLimit {
         rate: some(Rate(r.rate)),
         burst: some(r.burst),
+    }
+}
+
+fn authorization(a: &model::Authorization) -> raw::Authorization {
+    raw::Authorization {
+        rules: Some(list(&a.rules, |r| {
+            let from = r.has_from().then(|| {
+                Item::new(raw::AuthzFrom {
+                    identities: (!r.identities.is_empty()).then(|| {
+                        list(&r.identities, |p| match p {
+                            model::IdentityPattern::Exact(e) => e.clone(),
+                            model::IdentityPattern::Prefix(p) => format!("{p}*"),
+                        })
+                    }),
+                    unauthenticated: r.unauthenticated.then(|| Item::new(true)),
+                })
+            });
+            let to = r.has_to().then(|| {
+                Item::new(raw::AuthzTo {
+                    paths: (!r.paths.is_empty()).then(|| {
+                        list(&r.paths, |p| match p {
+                            model::PathPattern::Any => "*".to_owned(),
+                            model::PathPattern::Exact(e) => e.clone(),
+                            model::PathPattern::Prefix(p) => format!("{p}/*"),
+                        })
+                    }),
+                    methods: (!r.methods.is_empty())
+                        .then(|| list(&r.methods, |m| m.as_str().to_owned())),
+                })
+            });
+            raw::AuthzRule {
+                action: some(match r.allow {
+                    true => raw::AuthzAction::Allow,
+                    false => raw::AuthzAction::Deny,
+                }),
+                from,
+                to,
+            }
+        })),
     }
 }

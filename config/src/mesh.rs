@@ -236,6 +236,7 @@ fn sidecar(
         direction: Some(item(raw::Direction::Inbound)),
         routes: Some(item(vec![item(inbound_route)])),
         cluster: Some(item(INBOUND_CLUSTER.to_owned())),
+        authorization: def.raw.authorization.clone(),
         mtls: mtls_of(def).map(|_| {
             item(match def.mtls {
                 model::MtlsMode::Strict => raw::MtlsMode::Strict,

@@ -149,6 +149,81 @@ pub struct Listener {
     /// A token bucket over every request (HTTP) or connection (TCP) the listener takes.
     pub rate_limit: Option<RateLimit>,
     pub mtls: MtlsMode,
+    pub authorization: Option<Authorization>,
+}
+
+/// Who may call what: a request matching a deny rule is refused; otherwise, when there are
+/// allow rules, it must match one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub rules: Vec<AuthzRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzRule {
+    pub allow: bool,
+    /// Empty: any caller. Otherwise one of them must match.
+    pub identities: Vec<IdentityPattern>,
+    /// Matches callers without a verified identity.
+    pub unauthenticated: bool,
+    /// Empty: any path. Otherwise one must match (case-insensitively).
+    pub paths: Vec<PathPattern>,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+}
+
+impl AuthzRule {
+    /// Whether the rule says anything about the caller (else it applies to every caller).
+    pub fn has_from(&self) -> bool {
+        !self.identities.is_empty() || self.unauthenticated
+    }
+
+    /// Whether it says anything about the request (such a rule never matches opaque TCP).
+    pub fn has_to(&self) -> bool {
+        !self.paths.is_empty() || !self.methods.is_empty()
+    }
+}
+
+/// A SPIFFE ID, or a prefix of one on whole segments (`spiffe://td/ns/shop/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityPattern {
+    Exact(String),
+    /// Stored without the `*`, ending with `/`.
+    Prefix(String),
+}
+
+impl IdentityPattern {
+    pub fn matches(&self, id: &str) -> bool {
+        match self {
+            IdentityPattern::Exact(e) => e == id,
+            IdentityPattern::Prefix(p) => id.len() > p.len() && id.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A path, lowercase; or a prefix on whole segments (`/admin/*`, stored as `/admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    Prefix(String),
+    Any,
+}
+
+impl PathPattern {
+    /// `path` is normalized; compared ignoring ASCII case.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Any => true,
+            PathPattern::Exact(e) => path.eq_ignore_ascii_case(e),
+            PathPattern::Prefix(p) => {
+                path.len() >= p.len()
+                    && path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                    && (path.len() == p.len()
+                        || path.as_bytes()[p.len()] == b'/'
+                        || p.ends_with('/'))
+            }
+        }
+    }
 }
 
 /// Mutual TLS on a listener.
@@ -211,6 +286,7 @@ pub struct Route {
     pub retries: Option<RetryPolicy>,
     pub fault: Option<Fault>,
     pub rate_limit: Option<RateLimit>,
+    pub authorization: Option<Authorization>,
 }
 
 /// When and how a failed attempt is tried again.

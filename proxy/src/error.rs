@@ -82,6 +82,9 @@ pub enum ProxyError {
     /// yet, or expired and not renewed): fail closed.
     #[error("no valid workload certificate for mTLS to cluster {0}")]
     NoIdentity(String),
+    /// An authorization policy refused the request.
+    #[error("not authorized: {0}")]
+    Unauthorized(&'static str),
     /// The mTLS handshake with the endpoint failed, or it proved another identity.
     #[error("mTLS with {addr} failed: {reason}")]
     UpstreamTls { addr: SocketAddr, reason: String },
@@ -97,6 +100,7 @@ impl ProxyError {
             | ProxyError::NoIdentity(_)
             | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized(_) => StatusCode::FORBIDDEN,
             ProxyError::FaultAbort { http, .. } => {
                 StatusCode::from_u16(*http).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -143,6 +147,7 @@ impl ProxyError {
             ProxyError::CircuitOpen(_) => "circuit-open",
             ProxyError::Overflow { reason, .. } => reason,
             ProxyError::NoIdentity(_) => "no-identity",
+            ProxyError::Unauthorized(_) => "unauthorized",
             ProxyError::UpstreamTls { .. } => "upstream-tls-failed",
         }
     }
@@ -163,6 +168,7 @@ impl ProxyError {
             | ProxyError::CircuitOpen(_)
             | ProxyError::Overflow { .. } => Code::Unavailable,
             ProxyError::RateLimited(_) => Code::ResourceExhausted,
+            ProxyError::Unauthorized(_) => Code::PermissionDenied,
             // Only reached without a configured gRPC status (see `to_grpc_response`).
             ProxyError::FaultAbort { .. } => Code::Unavailable,
             ProxyError::UpstreamTimeout(_)

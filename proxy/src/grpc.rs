@@ -35,6 +35,7 @@ pub const DEADLINE_REASON: &str = "deadline-exceeded";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     DeadlineExceeded = 4,
+    PermissionDenied = 7,
     ResourceExhausted = 8,
     Unimplemented = 12,
     Internal = 13,
@@ -46,6 +47,7 @@ impl Code {
     pub fn header_value(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             Code::DeadlineExceeded => "4",
+            Code::PermissionDenied => "7",
             Code::ResourceExhausted => "8",
             Code::Unimplemented => "12",
             Code::Internal => "13",

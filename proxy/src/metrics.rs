@@ -384,6 +384,16 @@ impl Metrics {
             })
     }
 
+    /// `remora_authz_denied_total` for a route, or for a listener's own rules (route "").
+    pub fn authz_denied(&self, listener: &str, route: &str) -> Counter {
+        self.resilience
+            .authz_denied
+            .get_or_create_owned(&RouteLabels {
+                listener: listener.to_owned(),
+                route: route.to_owned(),
+            })
+    }
+
     pub fn status_counters(
         &self,
         listener: &str,
@@ -678,6 +688,7 @@ struct ResilienceFamilies {
     breaker_state: Family<ClusterLabels, Gauge>,
     faults: Family<FaultLabels, Counter>,
     rate_limited: Family<RouteLabels, Counter>,
+    authz_denied: Family<RouteLabels, Counter>,
 }
 
 impl ResilienceFamilies {
@@ -692,6 +703,7 @@ impl ResilienceFamilies {
             breaker_state: Family::default(),
             faults: Family::default(),
             rate_limited: Family::default(),
+            authz_denied: Family::default(),
         };
         registry.register(
             "upstream_retries",
@@ -738,6 +750,12 @@ impl ResilienceFamilies {
             "rate_limited",
             "Requests refused with 429 by a local rate limit (route \"\" for a listener's own)",
             f.rate_limited.clone(),
+        );
+        registry.register(
+            "authz_denied",
+            "Requests refused with 403 and TCP connections closed by an authorization policy \
+             (route \"\" for a listener's own rules)",
+            f.authz_denied.clone(),
         );
         f
     }

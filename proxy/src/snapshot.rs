@@ -51,6 +51,11 @@ pub struct ListenerRt {
     pub rate_limit: Option<RateLimitRt>,
     /// Mutual TLS on accepted connections (see [`crate::tls::inbound`]).
     pub mtls: remora_config::model::MtlsMode,
+    /// The listener's own authorization rules, checked before routing.
+    pub authz: Option<crate::authz::AuthzRt>,
+    /// Request paths are normalized (and forwarded normalized) before anything matches them:
+    /// whenever the listener or one of its routes has authorization rules.
+    pub normalize_paths: bool,
 }
 
 /// A token bucket and the counter of what it refused.
@@ -188,6 +193,7 @@ pub struct RouteRt {
     pub retry: Option<RouteRetry>,
     pub fault: Option<FaultRt>,
     pub rate_limit: Option<RateLimitRt>,
+    pub authz: Option<crate::authz::AuthzRt>,
 }
 
 pub struct BackendRt {
@@ -271,6 +277,17 @@ impl Snapshot {
                         RateLimitRt::new(r, metrics.rate_limited(&l.name, ""), &l.name)
                     }),
                     mtls: l.mtls,
+                    authz: l.authorization.as_ref().map(|a| crate::authz::AuthzRt {
+                        rules: a.clone(),
+                        denied: metrics.authz_denied(&l.name, ""),
+                    }),
+                    normalize_paths: l.authorization.is_some()
+                        || match &l.kind {
+                            ListenerKind::Http { routes } | ListenerKind::Auto { routes, .. } => {
+                                routes.iter().any(|r| r.authorization.is_some())
+                            }
+                            ListenerKind::Tcp { .. } => false,
+                        },
                 })
             })
             .collect();
@@ -333,6 +350,10 @@ fn route_table(
             }),
             rate_limit: r.rate_limit.as_ref().and_then(|l| {
                 RateLimitRt::new(l, metrics.rate_limited(listener, &r.name), &r.name)
+            }),
+            authz: r.authorization.as_ref().map(|a| crate::authz::AuthzRt {
+                rules: a.clone(),
+                denied: metrics.authz_denied(listener, &r.name),
             }),
         };
         (r.matches.clone(), Arc::new(rt))

@@ -33,6 +33,13 @@ where
         tracing::debug!(peer = %ctx.peer, listener = %listener.name, "rate limited; closing");
         return;
     }
+    let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
+    if let Some(authz) = &listener.authz
+        && !authz.check_connection(caller)
+    {
+        tracing::debug!(peer = %ctx.peer, ?caller, listener = %listener.name, "not authorized; closing");
+        return;
+    }
     drop(listener);
     let _record = scopeguard(move || duration.observe(start.elapsed().as_secs_f64()));
     let _open = OpenGuard::new(&metrics.open, &metrics.total);

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Cluster, Field, List, MtlsMode, Route};
+use super::{Authorization, Cluster, Field, List, MtlsMode, Route};
 
 /// One file of the mesh config. Services may be spread over any number of files; each name
 /// is defined once in the whole directory.
@@ -45,6 +45,10 @@ pub struct Service {
     /// at a time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls: Field<MtlsMode>,
+    /// Who may call this service, checked by its sidecar on every inbound request (by the
+    /// caller's SPIFFE ID, path and method). Left out: everyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Field<Authorization>,
     /// The sidecar's inbound listener: traffic for the workload. Left out: `0.0.0.0:15006`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Field<String>,

@@ -9,6 +9,7 @@
 //! not written here either: they live in [`crate::defaults`], and the schema gets them from
 //! there.
 
+mod authz;
 mod balance;
 mod discovery;
 mod fault;
@@ -21,6 +22,7 @@ mod values;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use authz::{Authorization, AuthzAction, AuthzFrom, AuthzRule, AuthzTo};
 pub use balance::{HashCookie, HashKey, LbPolicy, LoadBalancer, PeakEwma};
 pub use discovery::{ClusterType, DnsDiscovery, DnsRecordType};
 pub use fault::{Fault, FaultAbort, FaultDelay, RateLimit};
@@ -184,6 +186,9 @@ pub struct Listener {
     /// (TLS or plaintext, told apart by the first byte), or `disabled`. Left out: `disabled`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mtls: Field<MtlsMode>,
+    /// Who may call what on this listener, checked before routing. Left out: everyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Field<Authorization>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -256,6 +261,10 @@ pub struct Route {
     /// Limit the requests this route takes, on top of any listener limit. Left out: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Field<RateLimit>,
+    /// Who may call this route, on top of the listener's rules. Left out: everyone the
+    /// listener lets through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Field<Authorization>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

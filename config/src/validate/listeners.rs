@@ -85,6 +85,8 @@ fn listener(
         Some((raw::MtlsMode::Permissive, _)) => model::MtlsMode::Permissive,
         Some((raw::MtlsMode::Disabled, _)) => model::MtlsMode::Disabled,
     };
+    let authorization =
+        super::authz::authorization(cx, &raw.authorization, &join(path, "authorization"));
     Some(model::Listener {
         name: name?,
         address: address?,
@@ -92,6 +94,7 @@ fn listener(
         kind: kind?,
         rate_limit: rate_limit?,
         mtls,
+        authorization: authorization?,
     })
 }
 

@@ -228,6 +228,8 @@ fn service<'a>(
     if let Some(list) = &raw.routes {
         complete &= routes::routes(cx, list, &join(path, "routes"), "http").is_some();
     }
+    complete &=
+        super::authz::authorization(cx, &raw.authorization, &join(path, "authorization")).is_some();
     for (_, cpath, item) in elements(raw.clusters.as_ref(), &join(path, "clusters")) {
         let Some(cluster) = item.get() else { continue };
         let mut names = Names::new("cluster");

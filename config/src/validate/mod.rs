@@ -6,6 +6,7 @@
 //! are skipped here without a word, which is what keeps one typo from causing a cascade.
 
 mod addr;
+mod authz;
 mod balance;
 mod breaker;
 mod clusters;

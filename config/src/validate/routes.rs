@@ -76,6 +76,8 @@ fn route(
         Some(item) => fault::fault(cx, item, &join(path, "fault")).map(Some),
     };
     let rate_limit = rate_limit::rate_limit(cx, &raw.rate_limit, &join(path, "rate_limit"));
+    let authorization =
+        super::authz::authorization(cx, &raw.authorization, &join(path, "authorization"));
     Some(model::Route {
         name: name?,
         matches: matches?,
@@ -86,6 +88,7 @@ fn route(
         retries: retries?,
         fault: fault?,
         rate_limit: rate_limit?,
+        authorization: authorization?,
     })
 }
 

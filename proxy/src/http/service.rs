@@ -119,7 +119,21 @@ async fn forward(
     if let Some(limit) = &listener.rate_limit {
         limit.check(start)?;
     }
+    let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
+    if listener.normalize_paths {
+        normalize_path(&mut req)?;
+    }
+    if let Some(authz) = &listener.authz
+        && !authz.check_request(caller, req.uri().path(), req.method())
+    {
+        return Err(ProxyError::Unauthorized("by the listener's rules"));
+    }
     let (route, backend) = choose_route(listener, &req, done)?;
+    if let Some(authz) = &route.authz
+        && !authz.check_request(caller, req.uri().path(), req.method())
+    {
+        return Err(ProxyError::Unauthorized("by the route's rules"));
+    }
     if let Some(limit) = &route.rate_limit {
         limit.check(start)?;
     }
@@ -239,6 +253,30 @@ async fn forward(
         Some(call) => ProxyBody::Deadline(Box::pin(DeadlineBody::new(body, call))),
         None => ProxyBody::Upstream(body),
     }))
+}
+
+/// Rewrites the request's path to its normalized form (see [`crate::authz::normalize`]), so
+/// that what the rules matched is what the upstream gets.
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let uri = req.uri();
+    let normalized = match crate::authz::normalize(uri.path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(p)) => p,
+        Err(e) => return Err(ProxyError::BadRequest(e.message())),
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("the normalized path is not a valid URI"))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("the request target is invalid"))?;
+    Ok(())
 }
 
 /// The earliest deadline a request is under, and the error it ends in when that one passes.

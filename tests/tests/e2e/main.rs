@@ -7,6 +7,7 @@
 
 mod access_log;
 mod admin;
+mod authz;
 mod balancing;
 mod cli;
 mod control_plane;
