@@ -369,6 +369,55 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A TLS server certificate for the control plane's own admission webhook, for
+    /// `dns_names` (the Service's names), with a key made here: chain PEM and key PEM. It lives
+    /// a year (never past the CA): the process makes a new one at each start.
+    pub fn serving_certificate(
+        &self,
+        dns_names: &[String],
+        now: SystemTime,
+        rng: &mut impl CryptoRng,
+    ) -> Result<(String, String), Refusal> {
+        let key = KeyPair::generate().map_err(|e| Refusal::Sign(e.to_string()))?;
+        let now = unix_secs(now);
+        let not_before = now.saturating_sub(BACKDATE.as_secs());
+        let year = 365 * 24 * 3600;
+        let not_after = (now + year).min(unix_secs(self.not_after));
+        let serial = random_serial(rng);
+        let mut p = CertificateParams::default();
+        p.distinguished_name = subject(&[
+            (DnType::OrganizationName, &self.trust_domain),
+            (
+                DnType::CommonName,
+                dns_names.first().map_or("remora", String::as_str),
+            ),
+        ]);
+        p.subject_alt_names = dns_names
+            .iter()
+            .map(|n| {
+                n.clone()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(|e| Refusal::Identity(format!("'{n}': {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        set_validity(&mut p, not_before, not_after);
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| Refusal::Sign(e.to_string()))?;
+        Ok((
+            format!("{}{}", cert.pem(), self.intermediates),
+            key.serialize_pem(),
+        ))
+    }
+}
+
 /// The public key of a PKCS#10 request in PEM, once its signature (by the key it holds) is
 /// verified: proof that the sender has the private key.
 pub fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, Refusal> {

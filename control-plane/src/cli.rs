@@ -53,7 +53,7 @@ enum Command {
     },
     /// Serve the mesh config in DIR to sidecars, and watch DIR for changes; sign the sidecars'
     /// certificates (see docs/identity.md).
-    ControlPlane(ControlPlaneArgs),
+    ControlPlane(Box<ControlPlaneArgs>),
     /// Make CA certificates for the mesh: a root, or an intermediate under a root
     /// (see docs/identity.md).
     Ca {
@@ -84,6 +84,17 @@ enum Command {
     },
     /// One line per sidecar: node, service, version, state (SYNCED, STALE or NACKED with the
     /// reason) and when it was last seen. Exits 1 if the control plane cannot be reached.
+    /// Add the sidecar to every pod template in Kubernetes YAML (Deployment, StatefulSet,
+    /// DaemonSet, ReplicaSet, Job, CronJob, Pod); everything else passes through. Idempotent.
+    ///
+    /// Example: remora inject deploy.yaml | kubectl apply -f -
+    Inject {
+        /// A file of one or more YAML documents; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        inject: InjectArgs,
+    },
     Status {
         /// The control plane's admin address.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15011")]
@@ -148,6 +159,49 @@ struct ControlPlaneArgs {
     /// (`NAMESPACE/*`: any service account). Without it every certificate request is refused.
     #[arg(long, value_name = "FILE")]
     bootstrap_tokens: Option<PathBuf>,
+    /// Serve the sidecar-injection admission webhook (POST /inject) over TLS here, with a
+    /// certificate from the CA for --webhook-dns-name.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<std::net::SocketAddr>,
+    /// A name the API server reaches the webhook by; repeat for more.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "remora-control-plane.remora-system.svc",
+        requires = "webhook_listen"
+    )]
+    webhook_dns_name: Vec<String>,
+    #[command(flatten)]
+    inject: InjectArgs,
+}
+
+/// How injected sidecars are set up (for `remora inject` and the webhook).
+#[derive(Debug, Args)]
+struct InjectArgs {
+    /// The sidecar image (it runs remora-proxy and its init-iptables).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "ghcr.io/remora-mesh/remora-proxy:0.1.0"
+    )]
+    proxy_image: String,
+    /// The control plane as sidecars reach it.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://remora-control-plane.remora-system.svc:15010"
+    )]
+    sidecar_control_plane: String,
+}
+
+impl InjectArgs {
+    fn options(&self) -> crate::inject::Options {
+        crate::inject::Options {
+            proxy_image: self.proxy_image.clone(),
+            control_plane: self.sidecar_control_plane.clone(),
+            proxy_uid: crate::inject::PROXY_UID,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,8 +285,9 @@ where
             mesh: Some(dir), ..
         } => validate_mesh(&dir, stdout, stderr),
         Command::Schema => schema(stdout),
-        Command::ControlPlane(args) => control_plane(args, stderr),
+        Command::ControlPlane(args) => control_plane(*args, stderr),
         Command::Ca { command } => ca_command(command, stdout, stderr),
+        Command::Inject { file, inject } => inject_command(&file, &inject, stdin, stdout, stderr),
         Command::Status { admin, json, all } => {
             crate::status::status(admin, json, all, stdout, stderr)
         }
@@ -257,6 +312,37 @@ where
     result.unwrap_or(EXIT_PROBLEMS)
 }
 
+fn inject_command(
+    file: &Path,
+    args: &InjectArgs,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> io::Result<u8> {
+    let mut text = String::new();
+    let read = match file == Path::new(STDIN) {
+        true => stdin.read_to_string(&mut text).map(|_| ()),
+        false => std::fs::read_to_string(file).map(|t| text = t),
+    };
+    if let Err(e) = read {
+        writeln!(stderr, "remora inject: cannot read {}: {e}", name(file))?;
+        return Ok(EXIT_PROBLEMS);
+    }
+    match crate::inject::inject_yaml(&text, &args.options()) {
+        Ok((out, report)) => {
+            for (object, outcome) in report {
+                writeln!(stderr, "{object}: {outcome:?}")?;
+            }
+            write!(stdout, "{out}")?;
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            writeln!(stderr, "remora inject: {}: {e}", name(file))?;
+            Ok(EXIT_PROBLEMS)
+        }
+    }
+}
+
 fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u8> {
     init_logs(&args.log_level);
     let (ca, tokens) = match identity(&args) {
@@ -266,6 +352,11 @@ fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u
             return Ok(EXIT_PROBLEMS);
         }
     };
+    let webhook = args.webhook_listen.map(|listen| crate::webhook::Options {
+        listen,
+        dns_names: args.webhook_dns_name.clone(),
+        inject: args.inject.options(),
+    });
     let options = crate::server::Options {
         config_dir: args.config_dir,
         listen: args.listen,
@@ -273,6 +364,7 @@ fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u
         write_addrs: args.write_addrs,
         ca,
         tokens,
+        webhook,
     };
     match crate::server::run(options) {
         Ok(()) => Ok(EXIT_OK),

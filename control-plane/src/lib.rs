@@ -12,11 +12,13 @@
 pub mod ca;
 pub mod cli;
 pub mod explain;
+pub mod inject;
 pub mod metrics;
 pub mod server;
 pub mod sidecars;
 pub mod status;
 pub mod store;
 pub mod tokens;
+pub mod webhook;
 
 pub use cli::run_cli;

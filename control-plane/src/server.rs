@@ -53,6 +53,8 @@ pub struct Options {
     /// Who may ask for which identity (`--bootstrap-tokens`); `None`: nobody, every
     /// certificate request is refused.
     pub tokens: Option<Tokens>,
+    /// The injection webhook, if served (it needs the CA for its certificate).
+    pub webhook: Option<crate::webhook::Options>,
 }
 
 struct State {
@@ -94,9 +96,22 @@ async fn serve(options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (admin): {e}", options.admin))?;
     let (api_addr, admin_addr) = (local(&api)?, local(&admin)?);
+    let webhook_addr = match (options.webhook, &options.ca) {
+        (None, _) => None,
+        (Some(w), Some(ca)) => Some(crate::webhook::start(w, ca).await?),
+        (Some(_), None) => {
+            return Err(
+                "the injection webhook needs the CA (for its TLS certificate); drop --no-ca".into(),
+            );
+        }
+    };
     tracing::info!(listen = %api_addr, admin = %admin_addr, dir = %options.config_dir.display(), "control plane up");
     if let Some(path) = &options.write_addrs {
-        let text = json!({"listen": api_addr.to_string(), "admin": admin_addr.to_string()});
+        let text = json!({
+            "listen": api_addr.to_string(),
+            "admin": admin_addr.to_string(),
+            "webhook": webhook_addr.map(|a| a.to_string()),
+        });
         // Written aside and renamed, so a reader never sees half of it.
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text.to_string())

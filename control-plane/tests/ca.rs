@@ -578,6 +578,7 @@ fn start_server(
         write_addrs: Some(addrs.clone()),
         ca,
         tokens,
+        webhook: None,
     };
     // Runs until the test process exits.
     std::thread::spawn(move || remora_control_plane::server::run(options));

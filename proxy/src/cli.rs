@@ -14,8 +14,11 @@ use crate::server::{BoundAddrs, Proxy, RunOptions};
 /// Run from a config file:      remora-proxy --config remora.yaml
 /// Or in front of a service:    remora-proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8081
 #[derive(Debug, Parser)]
-#[command(name = "remora-proxy", version, about, long_about = None)]
+#[command(name = "remora-proxy", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+
     /// The YAML config file.
     #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin", "control_plane"])]
     pub config: Option<PathBuf>,
@@ -98,8 +101,77 @@ pub struct Args {
     pub log_level: String,
 }
 
+/// What `remora-proxy` does besides proxying.
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// Install the iptables rules that send the pod's TCP through the sidecar (the injected
+    /// init container runs this as root, with NET_ADMIN and NET_RAW).
+    InitIptables(InitIptables),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitIptables {
+    /// The proxy's UID: its own traffic is not redirected.
+    #[arg(long, default_value_t = 2102)]
+    pub proxy_uid: u32,
+    #[arg(long, default_value_t = 15006)]
+    pub inbound_port: u16,
+    #[arg(long, default_value_t = 15001)]
+    pub outbound_port: u16,
+    /// Comma-separated inbound ports not redirected (the proxy's admin port, say).
+    #[arg(long, default_value = "")]
+    pub exclude_inbound_ports: String,
+    /// Comma-separated outbound ports not redirected.
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_ports: String,
+    /// Comma-separated CIDRs whose outbound traffic is not redirected.
+    #[arg(long, default_value = "")]
+    pub exclude_outbound_cidrs: String,
+    /// Print the iptables-restore input for IPv4 and IPv6 instead of installing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn init_iptables(a: &InitIptables) -> ExitCode {
+    let parsed = (|| {
+        Ok::<_, String>(crate::capture::Capture {
+            proxy_uid: a.proxy_uid,
+            inbound_port: a.inbound_port,
+            outbound_port: a.outbound_port,
+            exclude_inbound_ports: crate::capture::parse_ports(&a.exclude_inbound_ports)?,
+            exclude_outbound_ports: crate::capture::parse_ports(&a.exclude_outbound_ports)?,
+            exclude_outbound_cidrs: crate::capture::parse_cidrs(&a.exclude_outbound_cidrs)?,
+        })
+    })();
+    let capture = match parsed {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("remora-proxy init-iptables: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if a.dry_run {
+        print!(
+            "# IPv4\n{}# IPv6\n{}",
+            crate::capture::rules(&capture, false),
+            crate::capture::rules(&capture, true)
+        );
+        return ExitCode::SUCCESS;
+    }
+    match crate::capture::install(&capture) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("remora-proxy init-iptables: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::InitIptables(a)) = &args.command {
+        return init_iptables(a);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
     tracing_subscriber::fmt()

@@ -17,6 +17,7 @@ pub mod authz;
 pub mod balance;
 pub mod body;
 pub mod breaker;
+pub mod capture;
 pub mod cli;
 pub mod context;
 pub mod control;

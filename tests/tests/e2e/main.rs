@@ -9,6 +9,7 @@ mod access_log;
 mod admin;
 mod authz;
 mod balancing;
+mod capture;
 mod cli;
 mod control_plane;
 mod detection;

@@ -1,0 +1,124 @@
+//! The mutating admission webhook: `POST /inject` with an AdmissionReview v1, answered with a
+//! JSON Patch that injects the sidecar ([`crate::inject`]), over TLS with a certificate the
+//! control plane's CA signs for the Service's DNS names at start (its root is the webhook
+//! configuration's `caBundle`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::ca::Ca;
+use crate::inject;
+
+/// AdmissionReviews carry one object; Kubernetes caps requests at 3 MiB.
+const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+
+pub struct Options {
+    pub listen: SocketAddr,
+    /// The names the API server reaches the webhook by, e.g.
+    /// `remora-control-plane.remora-system.svc`.
+    pub dns_names: Vec<String>,
+    pub inject: inject::Options,
+}
+
+/// Binds and serves until the process ends. Returns the bound address.
+pub async fn start(options: Options, ca: &Ca) -> Result<SocketAddr, String> {
+    let (chain, key) = ca
+        .serving_certificate(
+            &options.dns_names,
+            std::time::SystemTime::now(),
+            &mut crate::ca::os_rng(),
+        )
+        .map_err(|e| format!("webhook certificate: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("webhook certificate: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("webhook key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("webhook certificate: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (webhook): {e}", options.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, names = ?options.dns_names, "injection webhook up");
+    let inject = Arc::new(options.inject);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let inject = inject.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let inject = inject.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &inject).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn handle(req: Request<Incoming>, options: &inject::Options) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        resp
+    };
+    if req.uri().path() != "/inject" || req.method() != Method::POST {
+        return reply(StatusCode::NOT_FOUND, r#"{"error":"POST /inject"}"#.into());
+    }
+    let body = match Limited::new(req.into_body(), MAX_REVIEW_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return reply(StatusCode::BAD_REQUEST, format!(r#"{{"error":"{e}"}}"#)),
+    };
+    let review: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = serde_json::json!({ "error": format!("not an AdmissionReview: {e}") });
+            return reply(StatusCode::BAD_REQUEST, msg.to_string());
+        }
+    };
+    let answer = inject::admission_response(&review, options);
+    let patched = answer["response"]["patch"].is_string();
+    tracing::info!(
+        uid = %review["request"]["uid"],
+        namespace = %review["request"]["namespace"],
+        patched,
+        "admission review"
+    );
+    reply(StatusCode::OK, answer.to_string())
+}
