@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 /// The annotations read on a pod template.
 pub mod annotations {
-    /// `disabled` (or `false`): leave this pod alone.
+    /// `disabled` (or `false`), as an annotation or a label: leave this pod alone.
     pub const INJECT: &str = "remora.io/inject";
     /// Comma-separated inbound ports the proxy does not capture.
     pub const EXCLUDE_INBOUND_PORTS: &str = "remora.io/exclude-inbound-ports";
@@ -141,7 +141,10 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
             .map(str::trim)
             .filter(|s| !s.is_empty())
     };
-    if matches!(annotation(annotations::INJECT), Some("disabled" | "false")) {
+    // The webhook's objectSelector reads it as a label; either opts a pod out.
+    let label = template["metadata"]["labels"][annotations::INJECT].as_str();
+    let opt_out = |v: Option<&str>| matches!(v, Some("disabled" | "false"));
+    if opt_out(annotation(annotations::INJECT)) || opt_out(label) {
         return Outcome::Skipped(format!("{} is '{}'", annotations::INJECT, "disabled"));
     }
     if template["spec"].is_null() {
