@@ -337,6 +337,27 @@ impl Ca {
         self.sign(id, &key, now, rng)
     }
 
+    /// As [`Ca::certify`], for a request whose identity was proved another way (a Kubernetes
+    /// TokenReview named exactly this namespace and service account).
+    pub fn certify_proven(
+        &self,
+        ask: &CertificateRequest,
+        now: SystemTime,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Issued, Refusal> {
+        let uri = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, ask.namespace, ask.service_account
+        );
+        let id = SpiffeId::parse(&uri).map_err(|e| {
+            Refusal::Identity(format!(
+                "namespace and service_account make no identity: {e}"
+            ))
+        })?;
+        let key = csr_public_key(&ask.csr)?;
+        self.sign(id, &key, now, rng)
+    }
+
     /// Signs `id` for `key`. `certify` is the way in for requests; this is for tests and tools
     /// that have already decided who `key` belongs to.
     pub fn sign(

@@ -159,6 +159,19 @@ struct ControlPlaneArgs {
     /// (`NAMESPACE/*`: any service account). Without it every certificate request is refused.
     #[arg(long, value_name = "FILE")]
     bootstrap_tokens: Option<PathBuf>,
+    /// Accept Kubernetes service-account tokens (audience `remora`, as injected sidecars show
+    /// them) as credentials, checked with a TokenReview against this pod's API server.
+    #[arg(long, conflicts_with = "token_review_url")]
+    token_review: bool,
+    /// As --token-review, against this API server (https://HOST:PORT) instead.
+    #[arg(long, value_name = "URL", requires_all = ["token_review_ca", "token_review_token_file"])]
+    token_review_url: Option<String>,
+    /// The API server's CA (PEM), for --token-review-url.
+    #[arg(long, value_name = "FILE")]
+    token_review_ca: Option<PathBuf>,
+    /// The control plane's own token for the API server, for --token-review-url.
+    #[arg(long, value_name = "FILE")]
+    token_review_token_file: Option<PathBuf>,
     /// Serve the sidecar-injection admission webhook (POST /inject) over TLS here, with a
     /// certificate from the CA for --webhook-dns-name.
     #[arg(long, value_name = "ADDR")]
@@ -352,6 +365,24 @@ fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u
             return Ok(EXIT_PROBLEMS);
         }
     };
+    let audience = crate::token_review::AUDIENCE;
+    let token_review = match (&args.token_review_url, args.token_review) {
+        (Some(url), _) => Some(crate::token_review::TokenReviewer::new(
+            url,
+            args.token_review_ca.as_deref().unwrap_or(Path::new("")),
+            args.token_review_token_file.clone().unwrap_or_default(),
+            audience,
+        )),
+        (None, true) => Some(crate::token_review::TokenReviewer::in_cluster(audience)),
+        (None, false) => None,
+    };
+    let token_review = match token_review.transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            writeln!(stderr, "remora control-plane: --token-review: {e}")?;
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
     let webhook = args.webhook_listen.map(|listen| crate::webhook::Options {
         listen,
         dns_names: args.webhook_dns_name.clone(),
@@ -365,6 +396,7 @@ fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u
         ca,
         tokens,
         webhook,
+        token_review,
     };
     match crate::server::run(options) {
         Ok(()) => Ok(EXIT_OK),

@@ -31,7 +31,7 @@ use crate::explain::{ExplainRequest, Node, explain};
 use crate::metrics::Metrics;
 use crate::sidecars::{Report, Sidecars};
 use crate::store::{self, LoadState, Published};
-use crate::tokens::Tokens;
+use crate::tokens::{TokenError, Tokens};
 
 /// The longest a watch is held with nothing new: long enough that idle sidecars cost almost
 /// nothing, short enough that a dead connection is noticed.
@@ -55,6 +55,8 @@ pub struct Options {
     pub tokens: Option<Tokens>,
     /// The injection webhook, if served (it needs the CA for its certificate).
     pub webhook: Option<crate::webhook::Options>,
+    /// Kubernetes service-account tokens as credentials, checked by TokenReview.
+    pub token_review: Option<crate::token_review::TokenReviewer>,
 }
 
 struct State {
@@ -65,6 +67,7 @@ struct State {
     config_dir: PathBuf,
     ca: Option<Ca>,
     tokens: Option<Tokens>,
+    token_review: Option<crate::token_review::TokenReviewer>,
 }
 
 type Body = Full<Bytes>;
@@ -83,8 +86,9 @@ async fn serve(options: Options) -> Result<(), String> {
     // Sidecars talk mTLS to each other when this control plane can issue their certificates:
     // a CA, and tokens for sidecars to prove who they are. Without tokens no sidecar could
     // get a certificate, and mTLS would only fail every call (closed).
-    let trust_domain = match (&options.ca, &options.tokens) {
-        (Some(ca), Some(_)) => Some(ca.trust_domain().to_owned()),
+    let can_prove = options.tokens.is_some() || options.token_review.is_some();
+    let trust_domain = match &options.ca {
+        Some(ca) if can_prove => Some(ca.trust_domain().to_owned()),
         _ => None,
     };
     let store = store::start(options.config_dir.clone(), trust_domain, metrics.clone())
@@ -126,6 +130,7 @@ async fn serve(options: Options) -> Result<(), String> {
         config_dir: options.config_dir,
         ca: options.ca,
         tokens: options.tokens,
+        token_review: options.token_review,
     });
     tokio::spawn(track_pushes(state.clone(), store.published));
     tokio::spawn(tick(state.clone()));
@@ -243,7 +248,7 @@ async fn api_request(state: &State, req: Request<Incoming>) -> Response<Body> {
             Err(resp) => resp,
         },
         CERTIFICATE_PATH => match json_body(req, "a certificate request").await {
-            Ok(ask) => certificate_request(state, &ask),
+            Ok(ask) => certificate_request(state, &ask).await,
             Err(resp) => {
                 state.metrics.certificate_refused("bad_request");
                 resp
@@ -313,14 +318,33 @@ async fn watch_request(state: &State, watch: WatchRequest) -> Response<Body> {
 
 /// Signs the identity the request's token proves (see [`Ca::certify`]); every refusal is
 /// logged and counted with its reason.
-fn certificate_request(state: &State, ask: &CertificateRequest) -> Response<Body> {
+async fn certificate_request(state: &State, ask: &CertificateRequest) -> Response<Body> {
     let Some(ca) = &state.ca else {
         state.metrics.certificate_refused("no_ca");
         let msg = "this control plane issues no certificates (started with --no-ca)";
         return error(StatusCode::SERVICE_UNAVAILABLE, msg);
     };
     let now = SystemTime::now();
-    match ca.certify(state.tokens.as_ref(), ask, now, &mut crate::ca::os_rng()) {
+    let mut result = ca.certify(state.tokens.as_ref(), ask, now, &mut crate::ca::os_rng());
+    // Not a bootstrap token: perhaps a service-account token the API server can vouch for.
+    if let (Err(Refusal::Token(TokenError::UnknownToken | TokenError::NoTokens)), Some(reviewer)) =
+        (&result, &state.token_review)
+    {
+        result = match reviewer.review(&ask.token).await {
+            Ok((ns, sa)) if ns == ask.namespace && sa == ask.service_account => {
+                ca.certify_proven(ask, now, &mut crate::ca::os_rng())
+            }
+            Ok((ns, sa)) => {
+                tracing::warn!(token_of = %format!("{ns}/{sa}"), asked = %format!("{}/{}", ask.namespace, ask.service_account), "a service-account token asked for another identity");
+                Err(Refusal::Token(TokenError::NotGranted))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token review refused the token");
+                Err(Refusal::Token(TokenError::UnknownToken))
+            }
+        };
+    }
+    match result {
         Ok(issued) => {
             let r = &issued.response;
             tracing::info!(

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 use remora_config::protocol::{CertificateRequest, CertificateResponse};
 use remora_control_plane::ca::{self, BACKDATE, Ca, Issued, Policy, Refusal};
+use remora_control_plane::token_review::TokenReviewer;
 use remora_control_plane::tokens::{TokenError, Tokens};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, UnixTime};
@@ -568,6 +569,15 @@ fn start_server(
     ca: Option<Ca>,
     tokens: Option<Tokens>,
 ) -> (SocketAddr, SocketAddr, TempDir) {
+    start_server_with(name, ca, tokens, None)
+}
+
+fn start_server_with(
+    name: &str,
+    ca: Option<Ca>,
+    tokens: Option<Tokens>,
+    token_review: Option<TokenReviewer>,
+) -> (SocketAddr, SocketAddr, TempDir) {
     let dir = TempDir::new(name);
     std::fs::create_dir_all(&dir.0).unwrap();
     let addrs = dir.0.join("addrs.json");
@@ -579,6 +589,7 @@ fn start_server(
         ca,
         tokens,
         webhook: None,
+        token_review,
     };
     // Runs until the test process exits.
     std::thread::spawn(move || remora_control_plane::server::run(options));
@@ -702,6 +713,174 @@ fn without_a_ca_certificates_are_unavailable() {
             admin,
             "remora_cp_certificate_requests_refused_total{reason=\"no_ca\"}"
         ),
+        Some(1.0)
+    );
+}
+
+// --- Kubernetes service-account tokens ---------------------------------------------------
+
+/// A stand-in for the API server's TokenReview endpoint, over TLS: `sa-token-web` is shop/web
+/// for audience remora, `sa-token-apiserver` is shop/web for the API server's own audience,
+/// anything else is not authenticated. It insists on the control plane's bearer token.
+fn fake_api_server(dir: &Path) -> (SocketAddr, PathBuf, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "fake kube-apiserver");
+    let cert = params.self_signed(&key).unwrap();
+    let ca_file = dir.join("apiserver-ca.crt");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let bearer = dir.join("cp-token");
+    std::fs::write(&bearer, "control-plane-token\n").unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Head, then as much body as content-length says.
+            let body = loop {
+                let Ok(n) = tls.read(&mut buf) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some((head.to_owned(), body.to_owned()));
+                    }
+                }
+            };
+            let Some((head, body)) = body else { continue };
+            let authorized = head.contains("authorization: Bearer control-plane-token")
+                || head.contains("Authorization: Bearer control-plane-token");
+            let review: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let token = review["spec"]["token"].as_str().unwrap_or_default();
+            let asked: Vec<String> = review["spec"]["audiences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            let status = match (authorized, token) {
+                (false, _) => serde_json::json!({ "authenticated": false, "error": "bad bearer" }),
+                (true, "sa-token-web") if asked.iter().any(|a| a == "remora") => {
+                    serde_json::json!({
+                        "authenticated": true,
+                        "user": { "username": "system:serviceaccount:shop:web" },
+                        "audiences": ["remora"],
+                    })
+                }
+                // Valid for the API server, not for us: the API server says no audience match.
+                (true, "sa-token-apiserver") => serde_json::json!({
+                    "authenticated": false,
+                    "error": "token audiences [https://kubernetes.default.svc] is invalid for the target audiences [remora]",
+                }),
+                _ => serde_json::json!({ "authenticated": false }),
+            };
+            let answer = serde_json::json!({
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenReview",
+                "status": status,
+            })
+            .to_string();
+            let _ = write!(
+                tls,
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (addr, ca_file, bearer)
+}
+
+#[test]
+fn a_service_account_token_proves_its_own_identity_through_a_token_review() {
+    let dir = TempDir::new("token-review");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (apiserver, ca_file, bearer) = fake_api_server(&dir.0);
+    let reviewer = TokenReviewer::new(
+        &format!("https://localhost:{}", apiserver.port()),
+        &ca_file,
+        bearer,
+        "remora",
+    )
+    .unwrap();
+    let (root_pem, root_key) =
+        ca::generate_root("cluster.local", 365 * DAY, SystemTime::now()).unwrap();
+    let ca = Ca::from_pem(&root_pem, &root_key, None, &policy(), SystemTime::now()).unwrap();
+    // No bootstrap tokens at all: only the API server can vouch for a sidecar.
+    let (api, admin, _d) = start_server_with("token-review-cp", Some(ca), None, Some(reviewer));
+    let key = KeyPair::generate().unwrap();
+    let body = |token: &str, sa: &str| {
+        serde_json::to_string(&ask(token, "shop", sa, &greedy_csr(&key))).unwrap()
+    };
+
+    let (status, text) = http(api, "POST", "/v1/certificate", &body("sa-token-web", "web"));
+    assert_eq!(status, 200, "{text}");
+    let resp: CertificateResponse = serde_json::from_str(&text).unwrap();
+    let leaf = ders(&resp.certificate_chain).remove(0);
+    let san = x509(&leaf)
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .clone();
+    assert_eq!(
+        san,
+        vec![GeneralName::URI("spiffe://cluster.local/ns/shop/sa/web")]
+    );
+
+    // web's token does not make anyone else.
+    let (status, text) = http(api, "POST", "/v1/certificate", &body("sa-token-web", "api"));
+    assert_eq!(status, 403, "{text}");
+    // A token minted for the API server is not one for us; nor is a made-up one.
+    assert_eq!(
+        http(
+            api,
+            "POST",
+            "/v1/certificate",
+            &body("sa-token-apiserver", "web")
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        http(api, "POST", "/v1/certificate", &body("forged", "web")).0,
+        403
+    );
+    assert_eq!(
+        metric(admin, "remora_cp_certificates_issued_total "),
         Some(1.0)
     );
 }
