@@ -406,10 +406,14 @@ async fn keep_identity(
         let wait = match request_certificate(&address, &namespace, &identity).await {
             Ok(workload) => {
                 failures = 0;
+                // Counted from now, not from `not_before`: the CA backdates that a minute for
+                // clock skew, which would otherwise eat into a short lifetime (and renew a 20 s
+                // certificate at once, in a loop).
+                let now = std::time::SystemTime::now();
                 let wait = crate::tls::workload::refresh_in(
-                    workload.not_before,
+                    workload.not_before.max(now),
                     workload.not_after,
-                    std::time::SystemTime::now(),
+                    now,
                     &mut crate::rng::ThreadRng,
                 );
                 tracing::info!(

@@ -133,6 +133,9 @@ pub struct ControlPlaneProcess {
     /// `None` once killed.
     child: Option<Child>,
     config_dir: PathBuf,
+    /// Flags after the harness's own (`--bootstrap-tokens`, CA files...); a restart may change
+    /// them.
+    args: Vec<String>,
     addrs: CpAddrs,
     stderr: Arc<Captured>,
     pumps: Vec<JoinHandle<()>>,
@@ -148,18 +151,33 @@ impl ControlPlaneProcess {
         Self::start_on(config_dir, loopback, loopback)
     }
 
+    /// As [`ControlPlaneProcess::start`], with extra flags (`--bootstrap-tokens FILE`,
+    /// `--dev-ca-dir DIR`, `--cert-lifetime 60s`...).
+    pub fn start_with(config_dir: &Path, args: &[&str]) -> ControlPlaneProcess {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut cp = Self::new(config_dir, loopback, loopback);
+        cp.args = args.iter().map(|a| (*a).to_owned()).collect();
+        cp.spawn(loopback, loopback);
+        cp
+    }
+
     /// As [`ControlPlaneProcess::start`], on the given addresses.
     pub fn start_on(config_dir: &Path, listen: SocketAddr, admin: SocketAddr) -> Self {
-        let mut cp = ControlPlaneProcess {
+        let mut cp = Self::new(config_dir, listen, admin);
+        cp.spawn(listen, admin);
+        cp
+    }
+
+    fn new(config_dir: &Path, listen: SocketAddr, admin: SocketAddr) -> Self {
+        ControlPlaneProcess {
             child: None,
             config_dir: config_dir.to_owned(),
+            args: Vec::new(),
             addrs: CpAddrs { listen, admin },
             stderr: Arc::default(),
             pumps: Vec::new(),
             own: TempDir::new("control-plane"),
-        };
-        cp.spawn(listen, admin);
-        cp
+        }
     }
 
     fn spawn(&mut self, listen: SocketAddr, admin: SocketAddr) {
@@ -173,6 +191,7 @@ impl ControlPlaneProcess {
             .args(["--admin", &admin.to_string()])
             .arg("--write-addrs")
             .arg(&addrs_file)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -241,6 +260,13 @@ impl ControlPlaneProcess {
         let CpAddrs { listen, admin } = self.addrs;
         self.spawn(listen, admin);
         assert_eq!(self.addrs, CpAddrs { listen, admin });
+    }
+
+    /// As [`ControlPlaneProcess::restart`], with these extra flags instead of the ones it ran
+    /// with (another CA, another trust bundle).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.restart();
     }
 
     pub fn addrs(&self) -> CpAddrs {

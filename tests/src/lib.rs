@@ -39,6 +39,8 @@
 //! - [`clusters`]: the admin `/clusters` page read back, endpoint by endpoint;
 //! - [`control_plane`]: [`ControlPlaneProcess`] (`remora control-plane`), the [`MeshDir`] it
 //!   reads, and [`Sidecar`]s that take their config from it;
+//! - [`mtls`]: mutual TLS from outside: bootstrap tokens and CA files, certificates made in the
+//!   test, a TLS client that presents them, a forwarder that records the wire;
 //! - [`dns`]: [`dns::Dnsmasq`], a real DNS server whose records a test changes;
 //! - [`upstream`]: [`Upstream`], scripted HTTP/1.1 + h2c servers driven by a [`Behaviour`], and
 //!   [`Echo`], the request description they answer with;
@@ -60,6 +62,7 @@ pub mod control_plane;
 pub mod dns;
 pub mod load;
 pub mod metrics;
+pub mod mtls;
 pub mod process;
 pub mod python;
 pub mod raw;

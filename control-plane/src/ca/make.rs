@@ -16,6 +16,14 @@ use super::{BACKDATE, CaError, fail, os_rng, random_serial, set_validity, subjec
 pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CA_KEY_FILE: &str = "ca.key";
 
+/// When a CA was made, to the second (UTC), for its name.
+fn made_on(now: SystemTime) -> String {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    remora_config::timestamp::format_timestamp(secs)
+}
+
 /// A new self-signed root for `trust_domain`, valid for `valid_for` from `now` (backdated):
 /// certificate and PKCS#8 key, PEM.
 pub fn generate_root(
@@ -24,8 +32,10 @@ pub fn generate_root(
     now: SystemTime,
 ) -> Result<(String, String), CaError> {
     let key = KeyPair::generate().map_err(|e| CaError(format!("cannot make a key: {e}")))?;
+    // Dated, so that two roots of one trust domain (a rollover) have different subjects:
+    // peers then tell them apart by name, and a certificate of the old one is `unknown-issuer`.
     let params = ca_params(
-        &format!("Remora root CA {trust_domain}"),
+        &format!("Remora root CA {trust_domain} {}", made_on(now)),
         valid_for,
         now,
         None,
@@ -61,7 +71,7 @@ pub fn generate_intermediate(
     let key = KeyPair::generate().map_err(|e| CaError(format!("cannot make a key: {e}")))?;
     let valid_for = valid_for.min(root_not_after.duration_since(now).unwrap_or_default());
     let mut params = ca_params(
-        &format!("Remora intermediate CA {trust_domain}"),
+        &format!("Remora intermediate CA {trust_domain} {}", made_on(now)),
         valid_for,
         now,
         Some(0),

@@ -120,6 +120,11 @@ async fn forward(
         limit.check(start)?;
     }
     let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
+    // An mTLS connection opened before this sidecar's certificate expired carries no request
+    // after it: fail closed on the connection too, not only at the handshake.
+    if caller.is_some() && !crate::tls::global().has_identity() {
+        return Err(ProxyError::NoIdentity(listener.name.clone()));
+    }
     if listener.normalize_paths {
         normalize_path(&mut req)?;
     }
@@ -145,6 +150,10 @@ async fn forward(
     // latency, not the upstream's. A gRPC deadline and a previous hop's deadline are absolute.
     let routed = Instant::now();
     let cluster = route.backends[backend].cluster.clone();
+    // Likewise outbound: a pooled mTLS connection outliving the certificate is not used.
+    if cluster.config.mtls.is_some() && !crate::tls::global().has_identity() {
+        return Err(ProxyError::NoIdentity(cluster.name.clone()));
+    }
     if let Some(breaker) = &cluster.breaker
         && breaker.admit(routed) == Admission::Rejected
     {

@@ -117,6 +117,23 @@ mod tests {
         );
     }
 
+    /// The CA backdates `not_before` a minute; counted from when the certificate arrived (as
+    /// the sidecar does), a 20 s certificate is renewed after ~14 s, not at once.
+    #[test]
+    fn a_backdated_short_certificate_is_renewed_at_seventy_percent_of_what_is_left() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (not_before, not_after) =
+            (now - Duration::from_secs(60), now + Duration::from_secs(20));
+        let wait = refresh_in(not_before.max(now), not_after, now, &mut rng);
+        assert!((13.0..=15.0).contains(&wait.as_secs_f64()), "{wait:?}");
+        // Counted from not_before it would be now: the loop the e2e test caught.
+        assert_eq!(
+            refresh_in(not_before, not_after, now, &mut rng),
+            Duration::ZERO
+        );
+    }
+
     #[test]
     fn failed_requests_back_off_but_not_past_expiry() {
         let hour = Duration::from_secs(3600);

@@ -23,6 +23,7 @@ mod health;
 mod hedging;
 mod limits;
 mod metrics;
+mod mtls;
 mod protocols;
 mod refused_stream;
 mod reload;
