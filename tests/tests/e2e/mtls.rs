@@ -24,6 +24,7 @@ use remora_tests::control_plane::{CONVERGE_TIMEOUT, Sidecar};
 use remora_tests::mtls::{MeshPki, spiffe_id};
 use remora_tests::{Behaviour, ControlPlaneProcess, MeshDir, Upstream, free_addrs};
 
+mod authorization;
 mod handshakes;
 mod identity;
 mod outage;
