@@ -135,6 +135,7 @@ fn listener(l: &model::Listener) -> raw::Listener {
             .authorization
             .as_ref()
             .map(|a| Item::new(authorization(a))),
+        transparent: l.transparent.then(|| Item::new(true)),
     }
 }
 

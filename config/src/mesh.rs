@@ -293,6 +293,9 @@ fn sidecar(
             protocol: Some(item(raw::ListenerProtocol::Http)),
             direction: Some(item(raw::Direction::Outbound)),
             routes: Some(item(routes)),
+            // In a pod whose traffic iptables captures, calls arrive here addressed to
+            // wherever the app sent them.
+            transparent: Some(item(true)),
             ..raw::Listener::default()
         }));
     }

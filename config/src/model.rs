@@ -150,6 +150,8 @@ pub struct Listener {
     pub rate_limit: Option<RateLimit>,
     pub mtls: MtlsMode,
     pub authorization: Option<Authorization>,
+    /// Redirected connections go to their original destination (see the raw field).
+    pub transparent: bool,
 }
 
 /// Who may call what: a request matching a deny rule is refused; otherwise, when there are

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",

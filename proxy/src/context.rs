@@ -133,6 +133,8 @@ pub struct ConnCtx {
     /// The peer's SPIFFE ID, set once its mTLS handshake verified it; what the app gets in
     /// `x-remora-peer-identity`.
     pub peer_identity: std::sync::OnceLock<HeaderValue>,
+    /// Where a connection redirected by iptables was headed (transparent listeners).
+    pub original_dst: std::sync::OnceLock<SocketAddr>,
 }
 
 impl ConnCtx {
@@ -153,6 +155,7 @@ impl ConnCtx {
             client_ip,
             activity: Arc::new(Activity::new(http)),
             peer_identity: std::sync::OnceLock::new(),
+            original_dst: std::sync::OnceLock::new(),
         }
     }
 

@@ -117,6 +117,20 @@ impl<R> RouteTable<R> {
         table
     }
 
+    /// Every route once, in config order.
+    pub fn in_config_order(&self) -> Vec<&Arc<R>> {
+        let mut all: Vec<&Entry<R>> = self
+            .exact
+            .values()
+            .flatten()
+            .chain(self.suffix.iter().flat_map(|(_, l)| l))
+            .chain(&self.any)
+            .collect();
+        all.sort_by_key(|e| e.order.index);
+        all.dedup_by_key(|e| e.order.index);
+        all.into_iter().map(|e| &e.route).collect()
+    }
+
     /// The most specific route whose conditions all hold.
     pub fn lookup(&self, req: &RequestView<'_>) -> Option<&Arc<R>> {
         let host = req.host.map(strip_port).unwrap_or("");

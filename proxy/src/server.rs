@@ -619,6 +619,17 @@ async fn accept_loop(
         };
         let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
         let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
+        if rt.transparent
+            && let Some(dst) = redirected_to(&stream)
+        {
+            if rt.by_destination.contains_key(&dst) {
+                let _ = ctx.original_dst.set(dst);
+            } else {
+                // Not a destination of the mesh: on its way, untouched.
+                tokio::spawn(crate::tcp::passthrough(ctx, stream, dst, timeouts.idle));
+                continue;
+            }
+        }
         if rt.mtls != remora_config::model::MtlsMode::Disabled {
             tokio::spawn(crate::tls::inbound::serve(
                 ctx,
@@ -650,6 +661,20 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Where a connection was headed before iptables redirected it here (SO_ORIGINAL_DST), or
+/// `None` if it was not redirected (it came to the listener's own address).
+fn redirected_to(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let local = stream.local_addr().ok()?;
+    let original = match local {
+        SocketAddr::V4(_) => sock.original_dst_v4(),
+        SocketAddr::V6(_) => sock.original_dst_v6(),
+    }
+    .ok()?
+    .as_socket()?;
+    (original != local).then_some(original)
 }
 
 async fn reap_loop(shared: Arc<Shared>) {

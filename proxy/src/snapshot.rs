@@ -56,6 +56,19 @@ pub struct ListenerRt {
     /// Request paths are normalized (and forwarded normalized) before anything matches them:
     /// whenever the listener or one of its routes has authorization rules.
     pub normalize_paths: bool,
+    /// Redirected connections go to their original destination (see [`ListenerRt::route_to`]).
+    pub transparent: bool,
+    /// Transparent listeners: for each endpoint of the routes' clusters, the first route (in
+    /// config order) that sends to it.
+    pub by_destination: HashMap<std::net::SocketAddr, Arc<RouteRt>>,
+}
+
+impl ListenerRt {
+    /// The route for a request that no route matched by its host, sent to `dst` before
+    /// iptables redirected it here.
+    pub fn route_to(&self, dst: std::net::SocketAddr) -> Option<&Arc<RouteRt>> {
+        self.by_destination.get(&dst)
+    }
 }
 
 /// A token bucket and the counter of what it refused.
@@ -266,9 +279,25 @@ impl Snapshot {
                         detect_timeout: *detect_timeout,
                     },
                 };
+                let mut by_destination = HashMap::new();
+                if l.transparent
+                    && let ListenerRtKind::Http(t) | ListenerRtKind::Auto { routes: t, .. } = &kind
+                {
+                    for route in t.in_config_order() {
+                        for backend in route.backends.iter() {
+                            for e in backend.cluster.endpoints.iter() {
+                                by_destination
+                                    .entry(e.address)
+                                    .or_insert_with(|| route.clone());
+                            }
+                        }
+                    }
+                }
                 Arc::new(ListenerRt {
                     name: l.name.clone(),
                     direction: l.direction,
+                    transparent: l.transparent,
+                    by_destination,
                     kind,
                     metrics: metrics.listener(&l.name, direction),
                     limits: config.limits.clone(),

@@ -94,6 +94,45 @@ where
     }
 }
 
+/// Forwards a connection iptables redirected to a transparent listener on to where it was
+/// going (`dst`), bytes both ways: traffic to destinations outside the mesh leaves as if the
+/// sidecar were not there. Counted in the listener's connection and byte metrics.
+pub async fn passthrough<S>(ctx: Arc<ConnCtx>, stream: S, dst: std::net::SocketAddr, idle: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let listener = ctx.listener.load();
+    let metrics = listener.metrics.clone();
+    drop(listener);
+    ctx.activity.not_http();
+    let _open = OpenGuard::new(&metrics.open, &metrics.total);
+    let connect = tokio::net::TcpStream::connect(dst);
+    let upstream = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %ctx.peer, %dst, error = %e, "passthrough connect failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %ctx.peer, %dst, "passthrough connect timed out");
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    let mut down = CountingIo::new(stream, metrics.bytes.clone(), Some(ctx.activity.clone()));
+    let mut up = upstream;
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+            if let Err(e) = res {
+                tracing::debug!(peer = %ctx.peer, %dst, error = %e, "passthrough ended");
+            }
+        }
+        _ = watch(&ctx.activity, idle, None) => {
+            tracing::debug!(peer = %ctx.peer, %dst, "closing idle passthrough connection");
+        }
+    }
+}
+
 /// Runs `f` when dropped, on every way out of the function.
 fn scopeguard(f: impl FnOnce()) -> impl Drop {
     struct Guard<F: FnOnce()>(Option<F>);

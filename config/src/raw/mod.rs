@@ -189,6 +189,12 @@ pub struct Listener {
     /// Who may call what on this listener, checked before routing. Left out: everyone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Field<Authorization>,
+    /// Connections redirected here by iptables (`remora-proxy init-iptables`) go where they
+    /// were headed: to a destination one of the routes' clusters has as an endpoint, through
+    /// that route (when no route matches by host); anywhere else, passed through unchanged as
+    /// TCP. Left out: `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transparent: Field<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

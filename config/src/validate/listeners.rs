@@ -95,6 +95,7 @@ fn listener(
         rate_limit: rate_limit?,
         mtls,
         authorization: authorization?,
+        transparent: value(&raw.transparent).is_some_and(|(t, _)| *t),
     })
 }
 

@@ -133,7 +133,7 @@ async fn forward(
     {
         return Err(ProxyError::Unauthorized("by the listener's rules"));
     }
-    let (route, backend) = choose_route(listener, &req, done)?;
+    let (route, backend) = choose_route(listener, ctx.original_dst.get().copied(), &req, done)?;
     if let Some(authz) = &route.authz
         && !authz.check_request(caller, req.uri().path(), req.method())
     {
@@ -757,6 +757,7 @@ fn set_deadline(h: &mut http::HeaderMap, left: std::time::Duration, is_grpc: boo
 /// The route for `req` and the backend it picks; both noted in `done`.
 fn choose_route(
     listener: &ListenerRt,
+    original_dst: Option<std::net::SocketAddr>,
     req: &Request<Incoming>,
     done: &mut Completion,
 ) -> Result<(Arc<RouteRt>, usize), ProxyError> {
@@ -771,7 +772,12 @@ fn choose_route(
         method: req.method(),
         headers: req.headers(),
     };
-    let route = table.lookup(&view).ok_or(ProxyError::NoRoute)?.clone();
+    // A call iptables redirected here, addressed by IP: the route to where it was going.
+    let route = table
+        .lookup(&view)
+        .or_else(|| listener.route_to(original_dst?))
+        .ok_or(ProxyError::NoRoute)?
+        .clone();
     let backend = route.split.pick(&mut ThreadRng);
     done.route = Some((route.clone(), backend));
     Ok((route, backend))
