@@ -63,6 +63,7 @@ pub mod dns;
 pub mod load;
 pub mod metrics;
 pub mod mtls;
+pub mod netns;
 pub mod process;
 pub mod python;
 pub mod raw;

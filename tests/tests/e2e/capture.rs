@@ -4,41 +4,8 @@
 
 use std::process::{Child, Command};
 
+use remora_tests::netns::{Children, Netns};
 use remora_tests::proxy_bin;
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let name = format!("{name}-{}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output();
-        match out {
-            Ok(o) if o.status.success() => Netns(name),
-            Ok(o) => panic!(
-                "cannot create a network namespace (this test needs root): {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => panic!("cannot run `ip` (iproute2) for a network namespace: {e}"),
-        }
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, program])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {program}: {e}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
 
 #[test]
 fn the_capture_rules_install_in_a_pod_namespace_and_twice_is_once() {
@@ -130,34 +97,9 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
         .collect()
 }
 
-/// Kills the children on drop.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// `curl` in the pod as the app's UID: what the app would get.
 fn app_get(pod: &Netns, url: &str) -> String {
-    let out = pod.run(
-        "setpriv",
-        &[
-            "--reuid=1000",
-            "--regid=1000",
-            "--clear-groups",
-            "curl",
-            "-s",
-            "-m",
-            "5",
-            url,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&pod.curl_as(1000, &[url]).stdout).into_owned()
 }
 
 /// A pod (network namespace) with the capture rules and a sidecar whose outbound listener is

@@ -24,6 +24,7 @@ mod hedging;
 mod limits;
 mod metrics;
 mod mtls;
+mod pods;
 mod protocols;
 mod refused_stream;
 mod reload;
