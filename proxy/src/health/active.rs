@@ -120,10 +120,13 @@ impl ActiveChecker<ConfiguredProbe> {
         cluster: &str,
         config: &HealthCheck,
         protocol: UpstreamProtocol,
+        mtls: Option<&remora_config::identity::SpiffeId>,
         endpoints: &[Arc<EndpointState>],
         rng: &mut impl Rng,
     ) -> Self {
-        let probe = |s: &EndpointState| ConfiguredProbe::new(&config.kind, s.address(), protocol);
+        let probe = |s: &EndpointState| {
+            ConfiguredProbe::new(&config.kind, s.address(), protocol, mtls.cloned())
+        };
         let targets = endpoints.iter().map(|s| (s.clone(), probe(s))).collect();
         ActiveChecker::new(cluster, config, targets, rng)
     }

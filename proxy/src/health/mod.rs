@@ -38,6 +38,8 @@ pub struct ClusterHealth {
     health_check: Option<model::HealthCheck>,
     /// HTTP checks speak the cluster's protocol.
     protocol: model::UpstreamProtocol,
+    /// Checks go through mTLS, as requests do, when the cluster requires an identity.
+    mtls: Option<remora_config::identity::SpiffeId>,
     /// `remora_lb_panic_total` for this cluster, for the balancer to count panic-mode picks.
     lb_panic: Counter,
     /// Set at the first ejection. Until then, and without active checks, every endpoint is
@@ -98,6 +100,7 @@ impl ClusterHealth {
             endpoints,
             health_check: cluster.health_check.clone(),
             protocol: cluster.protocol,
+            mtls: cluster.mtls.as_ref().map(|m| m.identity.clone()),
             lb_panic: metrics.lb_panic(&cluster.name),
             ever_ejected: std::sync::atomic::AtomicBool::new(
                 previous.is_some_and(|p| p.ever_ejected.load(std::sync::atomic::Ordering::Relaxed)),
@@ -184,8 +187,14 @@ impl ClusterHealth {
     pub fn spawn_with_rng(&self, rng: &mut impl Rng) -> HealthTasks {
         let mut tasks = Vec::new();
         if let Some(hc) = &self.health_check {
-            let checker =
-                ActiveChecker::from_config(&self.name, hc, self.protocol, &self.endpoints, rng);
+            let checker = ActiveChecker::from_config(
+                &self.name,
+                hc,
+                self.protocol,
+                self.mtls.as_ref(),
+                &self.endpoints,
+                rng,
+            );
             let task = tokio::spawn(checker.run(std::future::pending()));
             tasks.push(task.abort_handle());
         }

@@ -106,34 +106,48 @@ pub async fn stream(
         return Err(ProxyError::NoIdentity(cluster.name.clone()));
     }
     let stream = tcp(cluster, addr).await?;
+    match mtls_handshake(stream, addr, &mtls.identity, http2, cluster.connect_timeout).await {
+        Ok(stream) => Ok(stream),
+        Err((reason, detail)) => {
+            cluster.metrics.connect_errors.inc();
+            Err(ProxyError::UpstreamTls {
+                addr,
+                reason: format!("{reason}: {detail}"),
+            })
+        }
+    }
+}
+
+/// The mTLS handshake on a connected `stream` to `addr`, offering the ALPN of `http2`, whose
+/// peer must prove `identity`; counted in `remora_tls_handshakes_total`. On failure, the
+/// metric's reason and a description.
+pub async fn mtls_handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    identity: &remora_config::identity::SpiffeId,
+    http2: Option<bool>,
+    timeout: std::time::Duration,
+) -> Result<UpstreamStream, (&'static str, String)> {
+    let tls = crate::tls::global();
     let connector = tokio_rustls::TlsConnector::from(tls.client_config(http2));
     // The peer is named by its SPIFFE ID, not a DNS name: an IP server name sends no SNI.
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-    let handshake = connector.connect(name, stream);
-    let failed = |reason: String| ProxyError::UpstreamTls { addr, reason };
-    let stream = match tokio::time::timeout(cluster.connect_timeout, handshake).await {
+    let failed = |reason: &'static str, detail: String| {
+        tls.metrics.handshake("outbound", reason);
+        Err((reason, detail))
+    };
+    let stream = match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let reason = crate::tls::failure_reason(&e);
-            tls.metrics.handshake("outbound", reason);
-            cluster.metrics.connect_errors.inc();
-            return Err(failed(format!("{reason}: {e}")));
-        }
-        Err(_) => {
-            tls.metrics.handshake("outbound", "timeout");
-            cluster.metrics.connect_errors.inc();
-            return Err(failed(format!(
-                "handshake timed out after {:?}",
-                cluster.connect_timeout
-            )));
-        }
+        Ok(Err(e)) => return failed(crate::tls::failure_reason(&e), e.to_string()),
+        Err(_) => return failed("timeout", format!("handshake timed out after {timeout:?}")),
     };
     let peer = crate::tls::peer_identity(stream.get_ref().1);
-    if peer.as_ref() != Some(&mtls.identity) {
-        tls.metrics.handshake("outbound", "wrong-identity");
-        cluster.metrics.connect_errors.inc();
+    if peer.as_ref() != Some(identity) {
         let got = peer.map_or_else(|| "none".to_owned(), |p| p.to_string());
-        return Err(failed(format!("the peer is {got}, not {}", mtls.identity)));
+        return failed(
+            "wrong-identity",
+            format!("the peer is {got}, not {identity}"),
+        );
     }
     tls.metrics.handshake("outbound", "ok");
     Ok(UpstreamStream::Tls(Box::new(stream)))

@@ -26,6 +26,7 @@ use remora_tests::{Behaviour, ControlPlaneProcess, MeshDir, Upstream, free_addrs
 
 mod authorization;
 mod handshakes;
+mod health;
 mod identity;
 mod outage;
 mod rotation;

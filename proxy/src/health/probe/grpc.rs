@@ -13,6 +13,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use remora_config::identity::SpiffeId;
+
 use super::{CheckFailure, FailureReason, Probe, connect};
 
 const PATH: &str = "/grpc.health.v1.Health/Check";
@@ -26,6 +28,8 @@ pub struct GrpcProbe {
     /// The request message, framed; the same for every check.
     request: Bytes,
     conn: Option<http2::SendRequest<Full<Bytes>>>,
+    /// The peer identity to require over mTLS; `None`: plaintext.
+    mtls: Option<SpiffeId>,
 }
 
 impl GrpcProbe {
@@ -34,11 +38,18 @@ impl GrpcProbe {
             addr,
             request: frame(&encode_request(&service)),
             conn: None,
+            mtls: None,
         }
     }
 
+    /// Checks through mTLS, requiring this peer identity.
+    pub fn with_mtls(mut self, mtls: Option<SpiffeId>) -> Self {
+        self.mtls = mtls;
+        self
+    }
+
     async fn open(&self) -> Result<http2::SendRequest<Full<Bytes>>, CheckFailure> {
-        let stream = connect(self.addr).await?;
+        let stream = connect(self.addr, self.mtls.as_ref(), Some(true)).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))

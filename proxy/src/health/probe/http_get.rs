@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use remora_config::identity::SpiffeId;
 use remora_config::model::UpstreamProtocol;
 
 use super::{CheckFailure, FailureReason, Probe, connect};
@@ -30,6 +31,8 @@ pub struct HttpProbe {
     statuses: Vec<(u16, u16)>,
     /// The connection kept from the last check, if the server left it open.
     conn: Option<Conn>,
+    /// The peer identity to require over mTLS; `None`: plaintext.
+    mtls: Option<SpiffeId>,
 }
 
 enum Conn {
@@ -67,6 +70,7 @@ impl HttpProbe {
         path: String,
         host: Option<String>,
         statuses: Vec<(u16, u16)>,
+        mtls: Option<SpiffeId>,
     ) -> Self {
         HttpProbe {
             addr,
@@ -75,11 +79,13 @@ impl HttpProbe {
             host: host.unwrap_or_else(|| addr.to_string()),
             statuses,
             conn: None,
+            mtls,
         }
     }
 
     async fn open(&self) -> Result<Conn, CheckFailure> {
-        let io = TokioIo::new(connect(self.addr).await?);
+        let http2 = self.protocol == UpstreamProtocol::Http2;
+        let io = TokioIo::new(connect(self.addr, self.mtls.as_ref(), Some(http2)).await?);
         let hyper_err = |e: hyper::Error| CheckFailure::from_hyper(&e);
         let addr = self.addr;
         // Each connection task ends when the server closes it or the probe drops the sender.
@@ -238,6 +244,7 @@ mod tests {
             "/healthz".into(),
             host.map(str::to_owned),
             vec![(200, 299), (418, 418)],
+            None,
         )
     }
 
@@ -322,6 +329,7 @@ mod tests {
             "/healthz".into(),
             Some("svc.local".into()),
             vec![(200, 299)],
+            None,
         );
         for _ in 0..3 {
             assert_eq!(check_within(&mut p, T).await, Ok(()));

@@ -14,7 +14,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use remora_config::identity::SpiffeId;
 use remora_config::model::{HealthCheckKind, UpstreamProtocol};
+
+use crate::upstream::connect::UpstreamStream;
 
 pub use grpc::GrpcProbe;
 pub use http_get::HttpProbe;
@@ -132,7 +135,12 @@ pub enum ConfiguredProbe {
 
 impl ConfiguredProbe {
     /// `protocol` is the cluster's: HTTP checks speak it.
-    pub fn new(kind: &HealthCheckKind, addr: SocketAddr, protocol: UpstreamProtocol) -> Self {
+    pub fn new(
+        kind: &HealthCheckKind,
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        mtls: Option<SpiffeId>,
+    ) -> Self {
         match kind {
             HealthCheckKind::Http {
                 path,
@@ -144,12 +152,13 @@ impl ConfiguredProbe {
                 path.clone(),
                 host.clone(),
                 statuses.clone(),
+                mtls,
             )),
-            HealthCheckKind::Tcp { send, expect } => {
-                ConfiguredProbe::Tcp(TcpProbe::new(addr, send.clone(), expect.clone()))
-            }
+            HealthCheckKind::Tcp { send, expect } => ConfiguredProbe::Tcp(
+                TcpProbe::new(addr, send.clone(), expect.clone()).with_mtls(mtls),
+            ),
             HealthCheckKind::Grpc { service } => {
-                ConfiguredProbe::Grpc(GrpcProbe::new(addr, service.clone()))
+                ConfiguredProbe::Grpc(GrpcProbe::new(addr, service.clone()).with_mtls(mtls))
             }
         }
     }
@@ -165,11 +174,31 @@ impl Probe for ConfiguredProbe {
     }
 }
 
-/// Opens a TCP connection for a check.
-async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, CheckFailure> {
+/// Opens a connection for a check: TCP, and mTLS when the cluster's endpoints are sidecars
+/// that must prove `mtls` (a check goes the way requests go: a strict peer refuses
+/// plaintext). `http2` picks the ALPN offered.
+async fn connect(
+    addr: SocketAddr,
+    mtls: Option<&SpiffeId>,
+    http2: Option<bool>,
+) -> Result<UpstreamStream, CheckFailure> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| CheckFailure::new(FailureReason::Connect, e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    let Some(identity) = mtls else {
+        return Ok(UpstreamStream::Plain(stream));
+    };
+    if !crate::tls::global().has_identity() {
+        let msg = "no workload certificate to check an mTLS endpoint with";
+        return Err(CheckFailure::new(FailureReason::Connect, msg));
+    }
+    crate::upstream::connect::mtls_handshake(stream, addr, identity, http2, CHECK_HANDSHAKE_TIMEOUT)
+        .await
+        .map_err(|(reason, detail)| {
+            CheckFailure::new(FailureReason::Connect, format!("mTLS {reason}: {detail}"))
+        })
 }
+
+/// A check's TLS handshake is bounded like any connection it opens.
+const CHECK_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

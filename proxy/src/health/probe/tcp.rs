@@ -5,23 +5,38 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use remora_config::identity::SpiffeId;
+
 use super::{CheckFailure, FailureReason, Probe, connect};
 
 pub struct TcpProbe {
     addr: SocketAddr,
     send: Option<Vec<u8>>,
     expect: Option<Vec<u8>>,
+    /// The peer identity to require over mTLS; `None`: plaintext.
+    mtls: Option<SpiffeId>,
 }
 
 impl TcpProbe {
     pub fn new(addr: SocketAddr, send: Option<Vec<u8>>, expect: Option<Vec<u8>>) -> Self {
-        TcpProbe { addr, send, expect }
+        TcpProbe {
+            addr,
+            send,
+            expect,
+            mtls: None,
+        }
+    }
+
+    /// Checks through mTLS, requiring this peer identity.
+    pub fn with_mtls(mut self, mtls: Option<SpiffeId>) -> Self {
+        self.mtls = mtls;
+        self
     }
 }
 
 impl Probe for TcpProbe {
     async fn check(&mut self) -> Result<(), CheckFailure> {
-        let mut stream = connect(self.addr).await?;
+        let mut stream = connect(self.addr, self.mtls.as_ref(), None).await?;
         let closed = |e: std::io::Error| CheckFailure::new(FailureReason::Closed, e.to_string());
         if let Some(send) = &self.send {
             stream.write_all(send).await.map_err(closed)?;
