@@ -323,18 +323,22 @@ impl Ca {
         now: SystemTime,
         rng: &mut impl CryptoRng,
     ) -> Result<Issued, Refusal> {
+        self.identity(ask)?;
+        tokens::check(tokens, &ask.token, &ask.namespace, &ask.service_account)?;
+        self.certify_proven(ask, now, rng)
+    }
+
+    /// The SPIFFE ID a request asks for, if its namespace and service account make one.
+    fn identity(&self, ask: &CertificateRequest) -> Result<SpiffeId, Refusal> {
         let uri = format!(
             "spiffe://{}/ns/{}/sa/{}",
             self.trust_domain, ask.namespace, ask.service_account
         );
-        let id = SpiffeId::parse(&uri).map_err(|e| {
+        SpiffeId::parse(&uri).map_err(|e| {
             Refusal::Identity(format!(
                 "namespace and service_account make no identity: {e}"
             ))
-        })?;
-        tokens::check(tokens, &ask.token, &ask.namespace, &ask.service_account)?;
-        let key = csr_public_key(&ask.csr)?;
-        self.sign(id, &key, now, rng)
+        })
     }
 
     /// As [`Ca::certify`], for a request whose identity was proved another way (a Kubernetes
@@ -345,15 +349,7 @@ impl Ca {
         now: SystemTime,
         rng: &mut impl CryptoRng,
     ) -> Result<Issued, Refusal> {
-        let uri = format!(
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, ask.namespace, ask.service_account
-        );
-        let id = SpiffeId::parse(&uri).map_err(|e| {
-            Refusal::Identity(format!(
-                "namespace and service_account make no identity: {e}"
-            ))
-        })?;
+        let id = self.identity(ask)?;
         let key = csr_public_key(&ask.csr)?;
         self.sign(id, &key, now, rng)
     }

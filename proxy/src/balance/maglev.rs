@@ -292,7 +292,12 @@ mod tests {
 
     mod props {
         use super::*;
+        use crate::balance::testing::weights;
         use proptest::prelude::*;
+
+        fn owners<'a>(m: &Maglev, keys: &'a [String]) -> Vec<&'a str> {
+            crate::balance::testing::owners(KEYS, keys, |h| m.pick(h, |_| true).unwrap())
+        }
 
         const KEYS: usize = 10_000;
         /// Keys of endpoints that stayed but moved anyway (between two of them), as a share
@@ -308,20 +313,6 @@ mod tests {
                 rng_seed: proptest::test_runner::RngSeed::Fixed(0x3a91e),
                 ..ProptestConfig::default()
             }
-        }
-
-        fn owners<'a>(m: &Maglev, keys: &'a [String]) -> Vec<&'a str> {
-            key_hashes(KEYS)
-                .map(|h| keys[m.pick(h, |_| true).unwrap()].as_str())
-                .collect()
-        }
-
-        /// Weights 1..=4 with endpoint `keep` at the top weight (see ring_hash's tests).
-        fn weights(n: usize) -> impl Strategy<Value = (Vec<u32>, usize)> {
-            (proptest::collection::vec(1u32..=4, n), 0..n).prop_map(|(mut w, keep)| {
-                w[keep] = 4;
-                (w, keep)
-            })
         }
 
         proptest! {

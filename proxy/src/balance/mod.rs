@@ -170,6 +170,21 @@ pub(crate) mod testing {
     pub fn key_hashes(n: usize) -> impl Iterator<Item = u64> {
         (0..n as u64).map(|i| splitmix64(i ^ 0x00c0_ffee))
     }
+
+    /// The endpoint identity owning each of `n` keys, by `pick` (a consistent hash).
+    pub fn owners(n: usize, keys: &[String], pick: impl Fn(u64) -> usize) -> Vec<&str> {
+        key_hashes(n).map(|h| keys[pick(h)].as_str()).collect()
+    }
+
+    /// Weights 1..=4 for `n` endpoints, with endpoint `keep` at the top weight, so that a
+    /// change elsewhere never changes the heaviest weight the key counts are relative to.
+    pub fn weights(n: usize) -> impl proptest::strategy::Strategy<Value = (Vec<u32>, usize)> {
+        use proptest::strategy::Strategy;
+        (proptest::collection::vec(1u32..=4, n), 0..n).prop_map(|(mut w, keep)| {
+            w[keep] = 4;
+            (w, keep)
+        })
+    }
 }
 
 #[cfg(test)]

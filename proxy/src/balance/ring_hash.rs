@@ -249,7 +249,12 @@ mod tests {
 
     mod props {
         use super::*;
+        use crate::balance::testing::weights;
         use proptest::prelude::*;
+
+        fn owners<'a>(ring: &RingHash, keys: &'a [String]) -> Vec<&'a str> {
+            crate::balance::testing::owners(KEYS, keys, |h| ring.pick(h, |_| true).unwrap())
+        }
 
         const KEYS: usize = 10_000;
         const RING: u64 = 1024;
@@ -261,22 +266,6 @@ mod tests {
                 rng_seed: proptest::test_runner::RngSeed::Fixed(0x51_6e),
                 ..ProptestConfig::default()
             }
-        }
-
-        /// Endpoint identity of each of `KEYS` keys.
-        fn owners<'a>(ring: &RingHash, keys: &'a [String]) -> Vec<&'a str> {
-            key_hashes(KEYS)
-                .map(|h| keys[ring.pick(h, |_| true).unwrap()].as_str())
-                .collect()
-        }
-
-        /// Weights 1..=4 for `n` endpoints, with endpoint `keep` at the top weight, so that a
-        /// change elsewhere never changes the heaviest weight the counts are relative to.
-        fn weights(n: usize) -> impl Strategy<Value = (Vec<u32>, usize)> {
-            (proptest::collection::vec(1u32..=4, n), 0..n).prop_map(|(mut w, keep)| {
-                w[keep] = 4;
-                (w, keep)
-            })
         }
 
         proptest! {

@@ -567,16 +567,7 @@ impl Exchange<'_> {
             let Some(mut next) = next else {
                 return result;
             };
-            if cluster.breaker.as_ref().is_some_and(|b| !b.allows_retry()) {
-                return result;
-            }
-            if !cluster.budget.try_withdraw(Instant::now()) {
-                cluster.resilience.budget_exhausted.inc();
-                done.budget_exhausted = true;
-                return result;
-            }
-            let Ok(permit) = cluster.limits.try_acquire(Overflow::Retries) else {
-                cluster.resilience.overflow(Overflow::Retries);
+            let Some(permit) = self.extra_attempt(Instant::now(), done) else {
                 return result;
             };
             _retry_permit = Some(permit);
@@ -609,6 +600,29 @@ type Sending<'a> =
     Pin<Box<dyn Future<Output = Result<Response<PooledBody>, pool::Failed>> + Send + 'a>>;
 
 impl Exchange<'_> {
+    /// What a retry or a hedge must get before it goes: a closed consecutive-failure breaker,
+    /// a withdrawal from the retry budget (else `x-remora-retry-budget-exhausted`), and a
+    /// permit of the cluster's `retries` limit, held while the attempt runs. `None`: not
+    /// sent (the refusal counted).
+    fn extra_attempt(&self, now: Instant, done: &mut Completion) -> Option<crate::breaker::Permit> {
+        let cluster = self.cluster;
+        if cluster.breaker.as_ref().is_some_and(|b| !b.allows_retry()) {
+            return None;
+        }
+        if !cluster.budget.try_withdraw(now) {
+            cluster.resilience.budget_exhausted.inc();
+            done.budget_exhausted = true;
+            return None;
+        }
+        match cluster.limits.try_acquire(Overflow::Retries) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                cluster.resilience.overflow(Overflow::Retries);
+                None
+            }
+        }
+    }
+
     fn send(&self, ep: usize, req: Request<RequestBody>) -> Sending<'_> {
         match self.cluster.protocol {
             UpstreamProtocol::Http1 => Box::pin(pool::send_http1(self.cluster, ep, req)),
@@ -639,16 +653,7 @@ impl Exchange<'_> {
             return first.await;
         };
         let now = Instant::now();
-        if cluster.breaker.as_ref().is_some_and(|b| !b.allows_retry()) {
-            return first.await;
-        }
-        if !cluster.budget.try_withdraw(now) {
-            cluster.resilience.budget_exhausted.inc();
-            done.budget_exhausted = true;
-            return first.await;
-        }
-        let Ok(_permit) = cluster.limits.try_acquire(Overflow::Retries) else {
-            cluster.resilience.overflow(Overflow::Retries);
+        let Some(_permit) = self.extra_attempt(now, done) else {
             return first.await;
         };
         let input = PickInput {
