@@ -639,27 +639,24 @@ async fn accept_loop(
             ));
             continue;
         }
-        match &rt.kind {
-            ListenerRtKind::Http(_) => {
-                tokio::spawn(crate::http::serve(
-                    ctx,
-                    stream,
-                    rt.builder.clone(),
-                    timeouts,
-                ));
-            }
-            ListenerRtKind::Tcp(cluster) => {
-                tokio::spawn(crate::tcp::serve(
-                    ctx,
-                    stream,
-                    cluster.clone(),
-                    timeouts.idle,
-                ));
-            }
-            ListenerRtKind::Auto { .. } => {
-                tokio::spawn(crate::detect::serve(ctx, stream, rt.clone(), timeouts));
-            }
+        tokio::spawn(serve_plain(ctx, stream, rt, timeouts));
+    }
+}
+
+/// Serves an accepted plaintext connection as its listener's kind says: HTTP, opaque TCP,
+/// or detection first. (An mTLS listener's plaintext connections come here too.)
+pub(crate) async fn serve_plain(
+    ctx: Arc<ConnCtx>,
+    stream: tokio::net::TcpStream,
+    rt: Arc<crate::snapshot::ListenerRt>,
+    t: crate::http::Timeouts,
+) {
+    match &rt.kind {
+        ListenerRtKind::Http(_) => crate::http::serve(ctx, stream, rt.builder.clone(), t).await,
+        ListenerRtKind::Tcp(cluster) => {
+            crate::tcp::serve(ctx, stream, cluster.clone(), t.idle).await
         }
+        ListenerRtKind::Auto { .. } => crate::detect::serve(ctx, stream, rt, t).await,
     }
 }
 

@@ -41,17 +41,7 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t:
             tracing::debug!(peer = %ctx.peer, listener = %rt.name, "plaintext on a strict mTLS listener; closing");
         }
         // Permissive: as without mTLS.
-        _ => plain(ctx, stream, rt, t).await,
-    }
-}
-
-async fn plain(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t: Timeouts) {
-    match &rt.kind {
-        ListenerRtKind::Http(_) => crate::http::serve(ctx, stream, rt.builder.clone(), t).await,
-        ListenerRtKind::Tcp(cluster) => {
-            crate::tcp::serve(ctx, stream, cluster.clone(), t.idle).await
-        }
-        ListenerRtKind::Auto { .. } => detect::serve(ctx, stream, rt, t).await,
+        _ => crate::server::serve_plain(ctx, stream, rt, t).await,
     }
 }
 
