@@ -16,15 +16,37 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// mode). Another process could take the port in between, which on a test machine does not
 /// happen in practice; prefer port 0 in configs wherever the proxy reports the bound address.
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr")
+    free_addrs(1)[0]
 }
 
-/// `n` distinct free loopback addresses: all bound at once, then released, so no two are equal.
+/// Ports handed out here lie below Linux's ephemeral range (32768 and up), where no other
+/// socket bound to port 0, and no outgoing connection, is ever given one: a port picked here
+/// and released stays free for the process it is meant for, instead of being taken by the next
+/// port-0 listener of the test (a sidecar's admin port took a picked inbound port once).
+const PICK_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// `n` distinct free loopback addresses: all bound at once, then released, so no two are
+/// equal. Picked below the ephemeral range (see [`PICK_RANGE`]), from a start that differs
+/// per process and per call, so concurrent tests rarely try the same ports.
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let span = u64::from(PICK_RANGE.end - PICK_RANGE.start);
+    let seed = u64::from(std::process::id()) * 7919
+        + CALLS.fetch_add(1, Ordering::Relaxed) * 104_729
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    for i in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = PICK_RANGE.start + ((seed + i) % span) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports in {PICK_RANGE:?}");
     held.iter()
         .map(|l| l.local_addr().expect("local_addr"))
         .collect()
