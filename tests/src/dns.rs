@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{POLL_INTERVAL, TempDir};
+use crate::util::{POLL_INTERVAL, TempDir, free_addr};
 
 /// How long dnsmasq gets to answer its first query.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,20 @@ impl Dnsmasq {
     /// Starts dnsmasq answering A queries for `hosts` (name, address) and SRV queries for
     /// `srv`, and waits until it answers.
     pub fn start(hosts: &[(&str, IpAddr)], srv: &[Srv]) -> Dnsmasq {
+        // A port picked free can still be taken before dnsmasq binds it (by a concurrent
+        // test); dnsmasq then exits at once, and another port is tried.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Dnsmasq::try_start(hosts, srv) {
+                Ok(dns) => return dns,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("{last}")
+    }
+
+    fn try_start(hosts: &[(&str, IpAddr)], srv: &[Srv]) -> Result<Dnsmasq, String> {
         let dir = TempDir::new("dnsmasq");
         // dnsmasq started as root reads its files as `nobody`.
         let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
@@ -84,8 +98,8 @@ impl Dnsmasq {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary()));
         dns.child = Some(child);
-        dns.wait_answering();
-        dns
+        dns.wait_answering()?;
+        Ok(dns)
     }
 
     /// Where it answers, for a cluster's `dns.servers`.
@@ -125,8 +139,9 @@ impl Dnsmasq {
         write_readable(&self.hosts, &text);
     }
 
-    /// Polls with a real query until dnsmasq answers it (any answer will do).
-    fn wait_answering(&mut self) {
+    /// Polls with a real query until dnsmasq answers it (any answer will do). Err with its log
+    /// if it exited.
+    fn wait_answering(&mut self) -> Result<(), String> {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -135,11 +150,11 @@ impl Dnsmasq {
         let mut buf = [0u8; 512];
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("dnsmasq exited with {status}:\n{}", self.log());
+                return Err(format!("dnsmasq exited with {status}:\n{}", self.log()));
             }
             let _ = socket.send_to(&probe_query(), self.addr);
             if socket.recv_from(&mut buf).is_ok() {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -180,9 +195,17 @@ fn binary() -> String {
 }
 
 /// A free UDP port on 127.0.0.1: bound on port 0, then released.
+/// A loopback port free for both UDP and TCP (dnsmasq binds both), picked below the ephemeral
+/// range like [`free_addr`]: a UDP port from port 0 can have its TCP twin taken by any outgoing
+/// connection, which made dnsmasq fail with "Address already in use" once in CI.
 fn free_udp_addr() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    socket.local_addr().expect("local_addr")
+    for _ in 0..100 {
+        let addr = free_addr();
+        if UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
 }
 
 fn write_readable(path: &std::path::Path, text: &str) {
