@@ -136,6 +136,14 @@ fn listener(l: &model::Listener) -> raw::Listener {
             .as_ref()
             .map(|a| Item::new(authorization(a))),
         transparent: l.transparent.then(|| Item::new(true)),
+        opaque_ports: (!l.opaque_ports.is_empty()).then(|| {
+            Item::new(
+                l.opaque_ports
+                    .iter()
+                    .map(|&p| Item::new(u32::from(p)))
+                    .collect(),
+            )
+        }),
     }
 }
 

@@ -237,6 +237,7 @@ fn sidecar(
         routes: Some(item(vec![item(inbound_route)])),
         cluster: Some(item(INBOUND_CLUSTER.to_owned())),
         authorization: def.raw.authorization.clone(),
+        opaque_ports: ports_list(&def.opaque_ports),
         mtls: mtls_of(def).map(|_| {
             item(match def.mtls {
                 model::MtlsMode::Strict => raw::MtlsMode::Strict,
@@ -255,11 +256,14 @@ fn sidecar(
     })];
     let mut routes = Vec::new();
     let mut needed: Vec<String> = Vec::new();
+    // The callees' opaque ports: what the app sends there is forwarded as bytes.
+    let mut opaque: Vec<u16> = Vec::new();
     for callee in def
         .calls
         .iter()
         .filter_map(|c| all.iter().find(|d| &d.name == c))
     {
+        opaque.extend(&callee.opaque_ports);
         for (route, pos) in callee_routes(callee) {
             let name = route
                 .name
@@ -296,6 +300,11 @@ fn sidecar(
             // In a pod whose traffic iptables captures, calls arrive here addressed to
             // wherever the app sent them.
             transparent: Some(item(true)),
+            opaque_ports: {
+                opaque.sort_unstable();
+                opaque.dedup();
+                ports_list(&opaque)
+            },
             ..raw::Listener::default()
         }));
     }
@@ -305,6 +314,11 @@ fn sidecar(
         ..raw::Config::default()
     };
     (config, origins)
+}
+
+/// `opaque_ports` as a listener takes them; none: left out.
+fn ports_list(ports: &[u16]) -> Option<raw::List<u32>> {
+    (!ports.is_empty()).then(|| Item::new(ports.iter().map(|&p| Item::new(u32::from(p))).collect()))
 }
 
 /// A callee's routes as its callers get them: named after it, matching its names when they

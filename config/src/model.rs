@@ -152,6 +152,8 @@ pub struct Listener {
     pub authorization: Option<Authorization>,
     /// Redirected connections go to their original destination (see the raw field).
     pub transparent: bool,
+    /// Connections to these ports are opaque TCP (see the raw field). Sorted, no duplicates.
+    pub opaque_ports: Vec<u16>,
 }
 
 /// Who may call what: a request matching a deny rule is refused; otherwise, when there are

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",
@@ -372,6 +372,71 @@ clusters: [{name: api}]
             "t.yaml:19:21: listeners[5].detect_timeout: 'detect_timeout' only applies to protocol: auto; a tcp listener knows its protocol without waiting for the first bytes",
         ]
     );
+}
+
+#[test]
+fn opaque_ports_need_somewhere_to_go_and_real_ports() {
+    let yaml = "\
+listeners:
+  - address: 127.0.0.1:8080
+    routes: [{cluster: api}]
+    opaque_ports: [5432]
+  - address: 127.0.0.1:8081
+    protocol: auto
+    routes: [{cluster: api}]
+    opaque_ports: [5432]
+  - address: 127.0.0.1:5432
+    protocol: tcp
+    cluster: api
+    opaque_ports: [5432]
+  - address: 127.0.0.1:8082
+    protocol: auto
+    routes: [{cluster: api}]
+    cluster: api
+    opaque_ports: [0, 5432, 70000, 5432]
+  - address: 127.0.0.1:8083
+    protocol: auto
+    routes: [{cluster: api}]
+    cluster: api
+    opaque_ports: [3306, 25]
+  - address: 127.0.0.1:8084
+    routes: [{cluster: api}]
+    transparent: true
+    opaque_ports: [6379]
+clusters: [{name: api}]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "t.yaml:4:19: listeners[0].opaque_ports: an http listener has no cluster for opaque connections: set protocol: auto with a 'cluster', or transparent: true to send each to its destination's cluster",
+            "t.yaml:8:19: listeners[1].opaque_ports: opaque connections go to the listener's 'cluster', and it has none; add one",
+            "t.yaml:12:19: listeners[2].opaque_ports: a tcp listener forwards every connection as opaque TCP already; leave 'opaque_ports' out",
+            "t.yaml:17:20: listeners[3].opaque_ports[0]: 0 is not a TCP port; expected 1 to 65535",
+            "t.yaml:17:29: listeners[3].opaque_ports[2]: 70000 is not a TCP port; expected 1 to 65535",
+            "t.yaml:17:36: listeners[3].opaque_ports[3]: port 5432 is listed twice",
+        ]
+    );
+    // The valid ones, sorted.
+    let valid = "\
+listeners:
+  - address: 127.0.0.1:8083
+    protocol: auto
+    routes: [{cluster: api}]
+    cluster: api
+    opaque_ports: [3306, 25]
+  - address: 127.0.0.1:8084
+    routes: [{cluster: api}]
+    transparent: true
+    opaque_ports: [6379]
+clusters: [{name: api}]
+";
+    let config = remora_config::load_str("t.yaml", valid).unwrap();
+    let ports: Vec<&[u16]> = config
+        .listeners
+        .iter()
+        .map(|l| &l.opaque_ports[..])
+        .collect();
+    assert_eq!(ports, [&[25, 3306][..], &[6379][..]]);
 }
 
 #[test]

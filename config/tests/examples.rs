@@ -136,6 +136,7 @@ fn protocol_detection_example_is_auto_with_a_fallback() {
     };
     assert!(!routes.is_empty());
     assert_eq!(cluster.as_deref(), Some("opaque"));
+    assert_eq!(config.listeners[0].opaque_ports, [3306]);
 }
 
 fn example(name: &str) -> remora_config::model::Config {

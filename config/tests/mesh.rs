@@ -171,3 +171,43 @@ fn an_empty_directory_is_an_empty_mesh() {
     let mesh = mesh::load(&[source("empty.yaml", "")]).unwrap();
     assert!(mesh.services.is_empty());
 }
+
+#[test]
+fn opaque_ports_reach_the_service_inbound_and_its_callers_outbound() {
+    let text = "\
+services:
+  - name: db
+    app: 127.0.0.1:5432
+    opaque_ports: [5432, 9187]
+    cluster: { endpoints: [{ address: 10.0.0.7:5432 }] }
+  - name: cache
+    app: 127.0.0.1:6379
+    opaque_ports: [6379, 5432]
+    cluster: { endpoints: [{ address: 10.0.0.8:6379 }] }
+  - name: web
+    app: 127.0.0.1:8080
+    calls: [db, cache]
+";
+    let mesh = mesh::load(&[source("m.yaml", text)]).unwrap_or_else(|d| panic!("{d}"));
+    let db = mesh.service("db").unwrap();
+    assert_eq!(db.config.listeners[0].name, "inbound");
+    assert_eq!(db.config.listeners[0].opaque_ports, [5432, 9187]);
+    let web = mesh.service("web").unwrap();
+    assert!(web.config.listeners[0].opaque_ports.is_empty());
+    let outbound = &web.config.listeners[1];
+    assert!(outbound.transparent);
+    assert_eq!(
+        outbound.opaque_ports,
+        [5432, 6379, 9187],
+        "sorted, once each"
+    );
+
+    let bad = text.replace("[5432, 9187]", "[5432, 0, 5432]");
+    assert_eq!(
+        errors(&[source("m.yaml", &bad)]),
+        [
+            "m.yaml:4:26: services[0].opaque_ports[1]: 0 is not a TCP port; expected 1 to 65535",
+            "m.yaml:4:29: services[0].opaque_ports[2]: port 5432 is listed twice",
+        ]
+    );
+}

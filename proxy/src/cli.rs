@@ -61,6 +61,16 @@ pub struct Args {
     #[arg(long, value_name = "NAME", requires = "identity_token_file")]
     pub service_account: Option<String>,
 
+    /// Control-plane mode: ports whose connections are opaque TCP, on top of the mesh
+    /// config's `opaque_ports` (in Kubernetes, from the `remora.io/opaque-ports` annotation).
+    #[arg(
+        long,
+        value_name = "PORT[,PORT...]",
+        value_delimiter = ',',
+        requires = "control_plane"
+    )]
+    pub opaque_ports: Vec<u16>,
+
     /// Zero-config mode: serve HTTP on this address...
     #[arg(long, value_name = "ADDR", requires = "upstream")]
     pub listen: Option<SocketAddr>,
@@ -279,6 +289,12 @@ fn control_plane_options(
         namespace: args.namespace.clone(),
         inbound: args.inbound,
         outbound: args.outbound,
+        opaque_ports: args
+            .opaque_ports
+            .iter()
+            .copied()
+            .filter(|&p| p != 0)
+            .collect(),
         admin: config.admin.clone(),
         access_log: args.access_log.as_ref().map(|_| config.access_log.clone()),
         workers: args.workers.map(|_| config.runtime.workers),

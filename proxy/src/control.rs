@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
-use remora_config::model::{AccessLog, Admin, Config};
+use remora_config::model::{AccessLog, Admin, Config, ListenerKind};
 use remora_config::protocol::{
     CERTIFICATE_PATH, CertificateRequest, CertificateResponse, EndpointHealth, HEALTH_PATH,
     HEALTH_REFRESH_SECS, HealthReport, WATCH_PATH, WatchRequest, WatchResponse,
@@ -53,6 +53,8 @@ pub struct Options {
     /// Bind the inbound/outbound listeners here instead (several sidecars on one host).
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
+    /// Added to the inbound and outbound listeners' `opaque_ports`.
+    pub opaque_ports: Vec<u16>,
     /// The admin listener bound at start (it cannot move).
     pub admin: Option<Admin>,
     pub access_log: Option<AccessLog>,
@@ -76,6 +78,21 @@ impl Options {
             match (listener.name.as_str(), self.inbound, self.outbound) {
                 ("inbound", Some(a), _) | ("outbound", _, Some(a)) => listener.address = a,
                 _ => {}
+            }
+            // Only where an opaque connection has somewhere to go (the mesh's inbound
+            // listener has the workload's cluster; its outbound one is transparent).
+            let takes_opaque = listener.transparent
+                || matches!(
+                    listener.kind,
+                    ListenerKind::Auto {
+                        cluster: Some(_),
+                        ..
+                    }
+                );
+            if takes_opaque && matches!(listener.name.as_str(), "inbound" | "outbound") {
+                listener.opaque_ports.extend(&self.opaque_ports);
+                listener.opaque_ports.sort_unstable();
+                listener.opaque_ports.dedup();
             }
         }
         config.admin = self.admin.clone();
@@ -525,5 +542,55 @@ mod tests {
                 "attempt {attempt}: mean {mean}"
             );
         }
+    }
+
+    /// `--opaque-ports` joins the mesh's own on the inbound and outbound listeners, sorted and
+    /// once each, and the result is still a valid config.
+    #[test]
+    fn opaque_ports_from_the_flag_join_the_mesh_ones() {
+        let text = "\
+services:
+  - name: db
+    app: 127.0.0.1:5432
+    opaque_ports: [5432]
+    cluster: { endpoints: [{ address: 10.0.0.7:5432 }] }
+  - name: web
+    app: 127.0.0.1:8080
+    calls: [db]
+";
+        let mesh = remora_config::mesh::load(&[remora_config::mesh::Source {
+            name: "m.yaml".into(),
+            text: text.into(),
+        }])
+        .unwrap();
+        let mut config = mesh.service("web").unwrap().config.clone();
+        let options = Options {
+            address: "cp:15010".into(),
+            node: "web-1".into(),
+            service: "web".into(),
+            namespace: "default".into(),
+            inbound: None,
+            outbound: None,
+            opaque_ports: vec![9000, 5432, 25],
+            admin: None,
+            access_log: None,
+            workers: None,
+            identity: None,
+        };
+        options.localize(&mut config);
+        let ports: Vec<(&str, &[u16])> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), &l.opaque_ports[..]))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("inbound", &[25, 5432, 9000][..]),
+                ("outbound", &[25, 5432, 9000][..])
+            ]
+        );
+        let yaml = remora_config::to_yaml(&config);
+        remora_config::load_str("localized", &yaml).unwrap_or_else(|d| panic!("{d}\n{yaml}"));
     }
 }

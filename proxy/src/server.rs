@@ -619,24 +619,45 @@ async fn accept_loop(
         };
         let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
         let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
+        let redirected = match rt.transparent || !rt.opaque_ports.is_empty() {
+            true => redirected_to(&stream),
+            false => None,
+        };
+        // The port the client connected to: the original destination's, when redirected.
+        let opaque = !rt.opaque_ports.is_empty()
+            && redirected
+                .or_else(|| stream.local_addr().ok())
+                .is_some_and(|a| rt.is_opaque(a.port()));
         if rt.transparent
-            && let Some(dst) = redirected_to(&stream)
+            && let Some(dst) = redirected
         {
-            if rt.by_destination.contains_key(&dst) {
-                let _ = ctx.original_dst.set(dst);
-            } else {
+            if !rt.by_destination.contains_key(&dst) {
                 // Not a destination of the mesh: on its way, untouched.
                 tokio::spawn(crate::tcp::passthrough(ctx, stream, dst, timeouts.idle));
                 continue;
             }
+            if opaque && let Some((cluster, ep)) = rt.endpoint_of(dst) {
+                // Bytes for that very endpoint, with its cluster's mTLS.
+                ctx.activity.not_http();
+                let idle = timeouts.idle;
+                tokio::spawn(crate::tcp::serve_to(ctx, stream, cluster, Some(ep), idle));
+                continue;
+            }
+            let _ = ctx.original_dst.set(dst);
         }
+        let opaque = opaque && rt.opaque_cluster().is_some();
         if rt.mtls != remora_config::model::MtlsMode::Disabled {
             tokio::spawn(crate::tls::inbound::serve(
                 ctx,
                 stream,
                 rt.clone(),
                 timeouts,
+                opaque,
             ));
+            continue;
+        }
+        if opaque {
+            tokio::spawn(serve_opaque(ctx, stream, rt, timeouts.idle));
             continue;
         }
         tokio::spawn(serve_plain(ctx, stream, rt, timeouts));
@@ -657,6 +678,22 @@ pub(crate) async fn serve_plain(
             crate::tcp::serve(ctx, stream, cluster.clone(), t.idle).await
         }
         ListenerRtKind::Auto { .. } => crate::detect::serve(ctx, stream, rt, t).await,
+    }
+}
+
+/// Forwards a connection to an opaque port (plaintext, or decrypted) to the listener's cluster,
+/// with no detection and no HTTP.
+pub(crate) async fn serve_opaque<S>(
+    ctx: Arc<ConnCtx>,
+    stream: S,
+    rt: Arc<crate::snapshot::ListenerRt>,
+    idle: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(cluster) = rt.opaque_cluster() {
+        ctx.activity.not_http();
+        crate::tcp::serve(ctx, stream, cluster.clone(), idle).await
     }
 }
 

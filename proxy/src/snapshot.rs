@@ -61,9 +61,39 @@ pub struct ListenerRt {
     /// Transparent listeners: for each endpoint of the routes' clusters, the first route (in
     /// config order) that sends to it.
     pub by_destination: HashMap<std::net::SocketAddr, Arc<RouteRt>>,
+    /// Connections to these ports (the original destination's, when redirected) are opaque
+    /// TCP. Sorted.
+    pub opaque_ports: Vec<u16>,
 }
 
 impl ListenerRt {
+    /// Whether a connection to `port` is forwarded as opaque TCP.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.opaque_ports.binary_search(&port).is_ok()
+    }
+
+    /// Where an opaque connection that was not headed for a mesh destination goes: the
+    /// listener's cluster (a tcp listener's, or an auto listener's fallback).
+    pub fn opaque_cluster(&self) -> Option<&Arc<ClusterRt>> {
+        match &self.kind {
+            ListenerRtKind::Tcp(c)
+            | ListenerRtKind::Auto {
+                fallback: Some(c), ..
+            } => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The cluster with `dst` among its endpoints (through the route for `dst`), and the
+    /// endpoint's index: where an opaque connection captured on its way to `dst` goes.
+    pub fn endpoint_of(&self, dst: std::net::SocketAddr) -> Option<(Arc<ClusterRt>, usize)> {
+        let route = self.by_destination.get(&dst)?;
+        route.backends.iter().find_map(|b| {
+            let i = b.cluster.endpoints.iter().position(|e| e.address == dst)?;
+            Some((b.cluster.clone(), i))
+        })
+    }
+
     /// The route for a request that no route matched by its host, sent to `dst` before
     /// iptables redirected it here.
     pub fn route_to(&self, dst: std::net::SocketAddr) -> Option<&Arc<RouteRt>> {
@@ -298,6 +328,7 @@ impl Snapshot {
                     direction: l.direction,
                     transparent: l.transparent,
                     by_destination,
+                    opaque_ports: l.opaque_ports.clone(),
                     kind,
                     metrics: metrics.listener(&l.name, direction),
                     limits: config.limits.clone(),

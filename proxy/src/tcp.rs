@@ -19,6 +19,21 @@ pub async fn serve<S>(ctx: Arc<ConnCtx>, stream: S, cluster: Arc<ClusterRt>, idl
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    serve_to(ctx, stream, cluster, None, idle).await
+}
+
+/// [`serve`], to endpoint `fixed` of `cluster` when given (an opaque connection captured on
+/// its way to that endpoint goes there, with the cluster's mTLS: the app chose it), else to
+/// the one the balancer picks.
+pub async fn serve_to<S>(
+    ctx: Arc<ConnCtx>,
+    stream: S,
+    cluster: Arc<ClusterRt>,
+    fixed: Option<usize>,
+    idle: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let listener = ctx.listener_rt();
     let metrics = listener.metrics.clone();
     let duration = ctx
@@ -51,15 +66,16 @@ where
         uri: &http::Uri::from_static("/"),
         client_ip: ctx.peer.ip(),
     };
-    let picked = match cluster.pick(&input, &mut ThreadRng) {
-        Ok(picked) => picked,
-        Err(e) => {
-            tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
-            return;
-        }
+    let (ep, _in_flight) = match fixed {
+        Some(ep) => (ep, cluster.health.endpoint(ep).track()),
+        None => match cluster.pick(&input, &mut ThreadRng) {
+            Ok(picked) => (picked.index, picked.in_flight),
+            Err(e) => {
+                tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
+                return;
+            }
+        },
     };
-    let ep = picked.index;
-    let _in_flight = picked.in_flight;
     let _permit = match cluster.acquire(Overflow::Connections) {
         Ok(p) => p,
         Err(e) => {

@@ -49,6 +49,13 @@ pub struct Service {
     /// caller's SPIFFE ID, path and method). Left out: everyone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Field<Authorization>,
+    /// Ports of the workload that speak something other than HTTP (a database, a
+    /// server-speaks-first protocol): connections to them are forwarded as opaque TCP, with
+    /// no protocol detection, by this service's sidecar and by its callers' (still over mTLS
+    /// between sidecars). In Kubernetes the `remora.io/opaque-ports` annotation adds to them
+    /// for one workload. Left out: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opaque_ports: Option<List<u32>>,
     /// The sidecar's inbound listener: traffic for the workload. Left out: `0.0.0.0:15006`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Field<String>,

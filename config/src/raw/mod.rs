@@ -195,6 +195,14 @@ pub struct Listener {
     /// TCP. Left out: `false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transparent: Field<bool>,
+    /// Ports whose connections are opaque TCP: forwarded without protocol detection or HTTP
+    /// routing (databases, server-speaks-first protocols, anything that only looks like
+    /// HTTP). The port is the connection's original destination port when iptables
+    /// redirected it, else the listener's own. On an `auto` listener they go to `cluster`;
+    /// on a `transparent` listener, to the cluster that has the destination as an endpoint
+    /// (with its mTLS), or through unchanged. Left out: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opaque_ports: Option<List<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -87,6 +87,8 @@ fn listener(
     };
     let authorization =
         super::authz::authorization(cx, &raw.authorization, &join(path, "authorization"));
+    let transparent = value(&raw.transparent).is_some_and(|(t, _)| *t);
+    let opaque_ports = opaque_ports(cx, raw, path, transparent);
     Some(model::Listener {
         name: name?,
         address: address?,
@@ -95,8 +97,66 @@ fn listener(
         rate_limit: rate_limit?,
         mtls,
         authorization: authorization?,
-        transparent: value(&raw.transparent).is_some_and(|(t, _)| *t),
+        transparent,
+        opaque_ports: opaque_ports?,
     })
+}
+
+/// `opaque_ports`: real ports, each once, on a listener that has somewhere to send them.
+fn opaque_ports(cx: &Cx, raw: &raw::Listener, path: &str, transparent: bool) -> Option<Vec<u16>> {
+    let Some(list) = &raw.opaque_ports else {
+        return Some(Vec::new());
+    };
+    let list_path = join(path, "opaque_ports");
+    let protocol = match &raw.protocol {
+        None => Some(defaults::LISTENER_PROTOCOL),
+        Some(item) => item.get().copied(),
+    };
+    let nowhere = match protocol {
+        Some(ListenerProtocol::Tcp) => Some(
+            "a tcp listener forwards every connection as opaque TCP already; leave \
+             'opaque_ports' out",
+        ),
+        Some(ListenerProtocol::Http) if !transparent => Some(
+            "an http listener has no cluster for opaque connections: set protocol: auto with a \
+             'cluster', or transparent: true to send each to its destination's cluster",
+        ),
+        Some(ListenerProtocol::Auto) if !transparent && raw.cluster.is_none() => {
+            Some("opaque connections go to the listener's 'cluster', and it has none; add one")
+        }
+        _ => None,
+    };
+    if let Some(msg) = nowhere {
+        cx.report(list.pos, &list_path, msg);
+        return None;
+    }
+    ports(cx, list, &list_path)
+}
+
+/// A list of TCP ports: each 1 to 65535, none twice. Sorted.
+pub(super) fn ports(cx: &Cx, list: &raw::List<u32>, path: &str) -> Option<Vec<u16>> {
+    let mut ports: Vec<u16> = Vec::new();
+    let mut complete = true;
+    for (_, port_path, item) in elements(Some(list), path) {
+        let Some(&n) = item.get() else {
+            complete = false;
+            continue;
+        };
+        match u16::try_from(n).ok().filter(|p| *p != 0) {
+            None => {
+                let msg = format!("{n} is not a TCP port; expected 1 to 65535");
+                cx.report(item.pos, &port_path, msg);
+                complete = false;
+            }
+            Some(p) if ports.contains(&p) => {
+                cx.report(item.pos, &port_path, format!("port {p} is listed twice"));
+                complete = false;
+            }
+            Some(p) => ports.push(p),
+        }
+    }
+    ports.sort_unstable();
+    complete.then_some(ports)
 }
 
 /// Two listeners cannot bind the same port on the same IP, nor on a wildcard IP (`0.0.0.0`,

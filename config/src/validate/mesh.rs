@@ -35,6 +35,8 @@ pub(crate) struct ServiceDef<'a> {
     pub calls: Vec<String>,
     pub service_account: String,
     pub mtls: model::MtlsMode,
+    /// Sorted, no duplicates.
+    pub opaque_ports: Vec<u16>,
 }
 
 /// A name defined somewhere in the mesh, and where.
@@ -208,6 +210,10 @@ fn service<'a>(
         cx.report(item.pos, &join(path, "outbound"), msg);
     }
     let calls = calls(cx, &mesh, raw, path);
+    let opaque_ports = match &raw.opaque_ports {
+        None => Some(Vec::new()),
+        Some(list) => super::listeners::ports(cx, list, &join(path, "opaque_ports")),
+    };
     let mut complete = true;
     if let Some(item) = &raw.cluster
         && let Some(cluster) = item.get()
@@ -250,6 +256,7 @@ fn service<'a>(
         calls: calls?,
         service_account: service_account?,
         mtls,
+        opaque_ports: opaque_ports?,
     })
 }
 

@@ -26,7 +26,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// listener uses its own `detect_timeout`).
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t: Timeouts) {
+/// `opaque`: the connection is to one of the listener's opaque ports, so what is inside (or
+/// what comes in plaintext, when permissive) is forwarded as TCP to the listener's cluster.
+pub async fn serve(
+    ctx: Arc<ConnCtx>,
+    stream: TcpStream,
+    rt: Arc<ListenerRt>,
+    t: Timeouts,
+    opaque: bool,
+) {
     let wait = match &rt.kind {
         ListenerRtKind::Auto { detect_timeout, .. } => *detect_timeout,
         _ => FIRST_BYTE_TIMEOUT,
@@ -35,17 +43,24 @@ pub async fn serve(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t:
     let tls = super::global();
     match outcome {
         Outcome::Closed => {}
-        Outcome::Tls => terminate(ctx, stream, rt, t).await,
+        Outcome::Tls => terminate(ctx, stream, rt, t, opaque).await,
         _ if rt.mtls == MtlsMode::Strict => {
             tls.metrics.handshake("inbound", "plaintext-refused");
             tracing::debug!(peer = %ctx.peer, listener = %rt.name, "plaintext on a strict mTLS listener; closing");
         }
         // Permissive: as without mTLS.
+        _ if opaque => crate::server::serve_opaque(ctx, stream, rt, t.idle).await,
         _ => crate::server::serve_plain(ctx, stream, rt, t).await,
     }
 }
 
-async fn terminate(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t: Timeouts) {
+async fn terminate(
+    ctx: Arc<ConnCtx>,
+    stream: TcpStream,
+    rt: Arc<ListenerRt>,
+    t: Timeouts,
+    opaque: bool,
+) {
     let tls = super::global();
     if !tls.has_identity() {
         // No certificate (not issued yet, or expired unrenewed): fail closed.
@@ -77,6 +92,9 @@ async fn terminate(ctx: Arc<ConnCtx>, stream: TcpStream, rt: Arc<ListenerRt>, t:
     tls.metrics.peer(&id);
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         let _ = ctx.peer_identity.set(v);
+    }
+    if opaque {
+        return crate::server::serve_opaque(ctx, stream, rt, t.idle).await;
     }
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     match (&rt.kind, alpn) {

@@ -5,7 +5,7 @@
 use std::process::{Child, Command};
 
 use remora_tests::netns::{Children, Netns};
-use remora_tests::proxy_bin;
+use remora_tests::{TempDir, proxy_bin};
 
 #[test]
 fn the_capture_rules_install_in_a_pod_namespace_and_twice_is_once() {
@@ -102,13 +102,9 @@ fn app_get(pod: &Netns, url: &str) -> String {
     String::from_utf8_lossy(&pod.curl_as(1000, &[url]).stdout).into_owned()
 }
 
-/// A pod (network namespace) with the capture rules and a sidecar whose outbound listener is
-/// transparent, joined by a veth to a "world" namespace with servers on three ports. The app,
-/// unaware of the mesh, calls by IP: a port that is a mesh cluster's endpoint goes through the
-/// proxy's route (it adds `x-request-id`); another port is passed through untouched; an
-/// excluded port bypasses the proxy altogether.
-#[test]
-fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypasses() {
+/// A pod namespace joined by a veth to a "world" namespace: the pod, the world and the
+/// world's IP. Both namespaces go on drop, the veth with them.
+fn pod_and_world() -> (Netns, Netns, String) {
     let pod = Netns::new("remora-pod");
     let world = Netns::new("remora-world");
     let net = 10 + std::process::id() % 200;
@@ -140,18 +136,20 @@ fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypa
             assert!(out.status.success(), "{args:?}: {out:?}");
         }
     }
-    let _servers = Children(world_servers(&world, &world_ip, &[8080, 9090, 5432]));
+    (pod, world, world_ip)
+}
 
-    // The sidecar, as UID 2102, with a transparent outbound listener whose one route sends to
-    // the world's port 8080.
-    let dir = remora_tests::TempDir::new("capture");
+/// Installs the capture rules in `pod` (the admin port 15000 excluded, plus `init_args`) and
+/// starts a sidecar there as UID 2102 with `listeners_and_clusters` (YAML) and an admin
+/// listener on 127.0.0.1:15000; returns once it is ready.
+fn sidecar(pod: &Netns, listeners_and_clusters: &str, init_args: &[&str]) -> (Children, TempDir) {
+    let dir = TempDir::new("capture");
     let config = dir.path().join("sidecar.yaml");
     std::fs::write(
         &config,
         format!(
             "admin: {{ address: 127.0.0.1:15000 }}\naccess_log: {{ enabled: false }}\n\
-             listeners:\n  - name: outbound\n    address: 127.0.0.1:15001\n    direction: outbound\n    transparent: true\n    routes: [{{ name: api, match: {{ hosts: [api] }}, cluster: api }}]\n\
-             clusters:\n  - name: api\n    endpoints: [{{ address: \"{world_ip}:8080\" }}]\n"
+             {listeners_and_clusters}"
         ),
     )
     .unwrap();
@@ -161,40 +159,48 @@ fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypa
         .status();
     let proxy = proxy_bin();
     let proxy = proxy.to_str().unwrap();
-    let out = pod.run(
-        proxy,
-        &[
-            "init-iptables",
-            "--exclude-inbound-ports",
-            "15000",
-            "--exclude-outbound-ports",
-            "5432",
-        ],
-    );
+    let mut args = vec!["init-iptables", "--exclude-inbound-ports", "15000"];
+    args.extend_from_slice(init_args);
+    let out = pod.run(proxy, &args);
     assert!(out.status.success(), "init-iptables: {out:?}");
-    let sidecar = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pod.0,
-            "setpriv",
-            "--reuid=2102",
-            "--regid=2102",
-            "--clear-groups",
-            proxy,
-            "--config",
-        ])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _sidecar = Children(vec![sidecar]);
+    let sidecar = pod.spawn_as(2102, proxy, &["--config", config.to_str().unwrap()]);
+    let sidecar = Children(vec![sidecar]);
     let ready = || pod.run("curl", &["-s", "-m", "1", "http://127.0.0.1:15000/ready"]);
     remora_tests::wait_for(
         "the pod's sidecar ready",
         std::time::Duration::from_secs(20),
         || ready().status.success().then_some(()),
+    );
+    (sidecar, dir)
+}
+
+/// The value of the first metric line of the pod's sidecar starting with `prefix` (0 if none).
+fn metric(pod: &Netns, prefix: &str) -> f64 {
+    let metrics = pod.run("curl", &["-s", "http://127.0.0.1:15000/metrics"]);
+    String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A pod (network namespace) with the capture rules and a sidecar whose outbound listener is
+/// transparent, joined by a veth to a "world" namespace with servers on three ports. The app,
+/// unaware of the mesh, calls by IP: a port that is a mesh cluster's endpoint goes through the
+/// proxy's route (it adds `x-request-id`); another port is passed through untouched; an
+/// excluded port bypasses the proxy altogether.
+#[test]
+fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypasses() {
+    let (pod, world, world_ip) = pod_and_world();
+    let _servers = Children(world_servers(&world, &world_ip, &[8080, 9090, 5432]));
+    // A transparent outbound listener whose one route sends to the world's port 8080.
+    let _sidecar = sidecar(
+        &pod,
+        &format!(
+            "listeners:\n  - name: outbound\n    address: 127.0.0.1:15001\n    direction: outbound\n    transparent: true\n    routes: [{{ name: api, match: {{ hosts: [api] }}, cluster: api }}]\n\
+             clusters:\n  - name: api\n    endpoints: [{{ address: \"{world_ip}:8080\" }}]\n"
+        ),
+        &["--exclude-outbound-ports", "5432"],
     );
     remora_tests::wait_for(
         "the world's servers",
@@ -225,27 +231,139 @@ fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypa
     let excluded = app_get(&pod, &format!("http://{world_ip}:5432/y"));
     assert_eq!(excluded, "world:5432 path=/y request-id=None\n");
 
-    let metrics = pod.run("curl", &["-s", "http://127.0.0.1:15000/metrics"]);
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
-    let value = |prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
     assert_eq!(
-        value(
+        metric(
+            &pod,
             "remora_requests_total{listener=\"outbound\",direction=\"outbound\",route=\"api\",cluster=\"api\",status_class=\"2xx\"}"
         ),
         1.0,
-        "{metrics}"
     );
     // Two connections reached the listener (the meshed call and the passed-through one); the
     // excluded port's never did.
     assert_eq!(
-        value("remora_downstream_connections_total{listener=\"outbound\",direction=\"outbound\"}"),
+        metric(
+            &pod,
+            "remora_downstream_connections_total{listener=\"outbound\",direction=\"outbound\"}"
+        ),
         2.0,
-        "{metrics}"
+    );
+}
+
+/// Servers in `ns` on `addr` that speak first, like MySQL: on connect each sends
+/// `hello from <port>\n`, then echoes what it gets.
+fn greeters(ns: &Netns, addr: &str, ports: &[u16]) -> Vec<Child> {
+    const SERVER: &str = r#"
+import socketserver, sys
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(("hello from %s\n" % sys.argv[2]).encode())
+        while True:
+            data = self.request.recv(1024)
+            if not data: return
+            self.request.sendall(data)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+    ports
+        .iter()
+        .map(|port| {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns.0,
+                    "/usr/bin/python3",
+                    "-c",
+                    SERVER,
+                    addr,
+                ])
+                .arg(port.to_string())
+                .spawn()
+                .expect("python3 for the greeters")
+        })
+        .collect()
+}
+
+/// The app's side of a server-speaks-first exchange, as UID 1000 in `pod`: connect to
+/// `addr:port`, wait up to `wait` seconds for the greeting, send `ping`, read it back. Prints
+/// what it got, or `silent` if no greeting came.
+fn app_exchange(pod: &Netns, addr: &str, port: u16, wait: &str) -> String {
+    const CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.settimeout(float(sys.argv[3]))
+try:
+    greeting = s.recv(64).decode()
+except socket.timeout:
+    print("silent"); sys.exit(0)
+s.sendall(b"ping\n")
+s.settimeout(5)
+print(greeting.strip() + " / " + s.recv(64).decode().strip())
+"#;
+    let port = port.to_string();
+    let out = pod.run(
+        "setpriv",
+        &[
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            CLIENT,
+            addr,
+            &port,
+            wait,
+        ],
+    );
+    assert!(out.status.success(), "the app's client: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A mesh destination on one of the transparent listener's `opaque_ports` gets the app's bytes
+/// as they are, at once, and to that very endpoint: a server-speaks-first protocol works. The
+/// control: the same kind of destination on a port not listed is taken for HTTP, and the
+/// sidecar waits for a request that never comes, so the app hears nothing.
+#[test]
+fn an_opaque_port_of_a_mesh_destination_carries_a_server_speaks_first_protocol() {
+    let (pod, world, world_ip) = pod_and_world();
+    let _servers = Children(greeters(&world, &world_ip, &[3306, 3307, 3308]));
+    let _sidecar = sidecar(
+        &pod,
+        &format!(
+            "listeners:\n  - name: outbound\n    address: 127.0.0.1:15001\n    direction: outbound\n    transparent: true\n    opaque_ports: [3306]\n\
+             \x20   routes:\n      - {{ name: db, match: {{ hosts: [db] }}, cluster: db }}\n      - {{ name: other, match: {{ hosts: [other] }}, cluster: other }}\n\
+             clusters:\n  - name: db\n    endpoints: [{{ address: \"{world_ip}:3306\" }}, {{ address: \"{world_ip}:3308\" }}]\n\
+             \x20 - name: other\n    endpoints: [{{ address: \"{world_ip}:3307\" }}]\n"
+        ),
+        &[],
+    );
+    remora_tests::wait_for(
+        "the world's greeters",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = world.run(
+                "python3",
+                &["-c", &format!("import socket; socket.create_connection(('{world_ip}', 3307), timeout=1).recv(5)")],
+            );
+            out.status.success().then_some(())
+        },
+    );
+
+    for _ in 0..4 {
+        // Always the endpoint the app chose (the cluster has another on 3308).
+        assert_eq!(
+            app_exchange(&pod, &world_ip, 3306, "3"),
+            "hello from 3306 / ping"
+        );
+    }
+    assert_eq!(app_exchange(&pod, &world_ip, 3307, "1"), "silent");
+    assert_eq!(
+        metric(&pod, "remora_upstream_connections_total{cluster=\"db\"}"),
+        4.0,
+    );
+    assert_eq!(
+        metric(&pod, "remora_requests_total{listener=\"outbound\""),
+        0.0,
+        "no HTTP request was made of the opaque bytes"
     );
 }

@@ -182,18 +182,7 @@ async fn binary_bytes_and_a_tls_client_hello_go_to_the_fallback_intact() {
 #[tokio::test]
 async fn a_server_that_speaks_first_greets_a_silent_client_after_the_detect_timeout() {
     const GREETING: &[u8] = b"220 mail.example ESMTP ready\r\n";
-    // Greets on connect, like SMTP or MySQL, then echoes.
-    let smtp = RawServer::start(|mut stream| {
-        if stream.write_all(GREETING).is_err() {
-            return;
-        }
-        let mut buf = [0u8; 1024];
-        while let Ok(n @ 1..) = stream.read(&mut buf) {
-            if stream.write_all(&buf[..n]).is_err() {
-                return;
-            }
-        }
-    });
+    let smtp = speaks_first(GREETING);
     let web = Upstream::start_named("web", Behaviour::Echo);
     let proxy = ProxyProcess::start(&config(&web, smtp.addr()));
 
@@ -214,6 +203,105 @@ async fn a_server_that_speaks_first_greets_a_silent_client_after_the_detect_time
     assert_eq!(back, b"EHLO client.example\r\n");
     wait_detections(&proxy, "auto", "timeout", 1.0);
     assert_eq!(smtp.connections(), 1);
+}
+
+/// A server that greets on connect, like SMTP or MySQL, then echoes.
+fn speaks_first(greeting: &'static [u8]) -> RawServer {
+    RawServer::start(move |mut stream| {
+        if stream.write_all(greeting).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            if stream.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A port in `opaque_ports` skips detection: a server-speaks-first protocol greets at once
+/// instead of after the detect timeout (10 s here, so waiting for it would fail the test), and
+/// bytes that look like HTTP are forwarded as bytes. The same listener's other port (none
+/// here: the control) still detects.
+#[tokio::test]
+async fn an_opaque_port_skips_detection_and_forwards_bytes_at_once() {
+    const GREETING: &[u8] = b"* OK imap.example ready\r\n";
+    let imap = speaks_first(GREETING);
+    let web = Upstream::start_named("web", Behaviour::Echo);
+    let [opaque_addr, detecting_addr] = remora_tests::free_addrs(2)[..] else {
+        unreachable!()
+    };
+    let proxy = ProxyProcess::start(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+access_log: {{ enabled: false }}
+listeners:
+  - name: opaque
+    address: "{opaque_addr}"
+    protocol: auto
+    routes: [{{ name: all, cluster: web }}]
+    cluster: imap
+    detect_timeout: 10s
+    opaque_ports: [{opaque_port}]
+  - name: detecting
+    address: "{detecting_addr}"
+    protocol: auto
+    routes: [{{ name: all, cluster: web }}]
+    cluster: imap
+    detect_timeout: 10s
+    opaque_ports: [{other_port}]
+clusters:
+  - name: web
+    endpoints: [{{ address: "{web}" }}]
+  - name: imap
+    endpoints: [{{ address: "{imap}" }}]
+"#,
+        opaque_port = opaque_addr.port(),
+        other_port = opaque_addr.port(),
+        web = web.addr(),
+        imap = imap.addr(),
+    ));
+
+    let start = Instant::now();
+    let mut conn = raw::connect(proxy.listener("opaque"));
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = vec![0u8; GREETING.len()];
+    conn.read_exact(&mut greeting).unwrap();
+    assert_eq!(greeting, GREETING);
+    assert!(
+        start.elapsed() < PROMPTLY,
+        "greeted after {:?}: detection was not skipped",
+        start.elapsed()
+    );
+    // HTTP on an opaque port is bytes too: echoed by the IMAP server, not routed to web.
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut back = vec![0u8; 27];
+    conn.read_exact(&mut back).unwrap();
+    assert_eq!(back, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    drop(conn);
+    assert_eq!(web.requests(), 0);
+
+    // The control: the same config but for the port, and a silent client waits.
+    let mut conn = raw::connect(proxy.listener("detecting"));
+    conn.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let early = conn.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "a detecting port greeted before its timeout: {early:?}"
+    );
+    // Counted as TCP connections of the listener, never as a detection.
+    proxy.wait_metric(
+        "remora_tcp_connection_duration_seconds_count",
+        &[("listener", "opaque"), ("direction", "inbound")],
+        1.0,
+    );
+    for result in ["http1", "http2", "tls", "other", "timeout"] {
+        assert_eq!(detections(&proxy, "opaque", result), 0.0, "{result}");
+    }
 }
 
 #[test]
