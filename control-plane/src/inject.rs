@@ -27,6 +27,11 @@ pub mod annotations {
     pub const EXCLUDE_OUTBOUND_PORTS: &str = "remora.io/exclude-outbound-ports";
     /// Comma-separated CIDRs whose outbound traffic is not captured.
     pub const EXCLUDE_OUTBOUND_CIDRS: &str = "remora.io/exclude-outbound-cidrs";
+    /// Comma-separated ports whose connections the proxy forwards as opaque TCP, without
+    /// protocol detection, in and out of this pod (still captured, so still mTLS between
+    /// sidecars). Callers in other pods learn a service's opaque ports from the mesh config's
+    /// `opaque_ports`.
+    pub const OPAQUE_PORTS: &str = "remora.io/opaque-ports";
     /// The proxy's log filter (`info`, `debug`, `remora_proxy=trace`...).
     pub const LOG_LEVEL: &str = "remora.io/proxy-log-level";
     /// Set by injection: the injector's version, for `kubectl get -o yaml` readers.
@@ -218,24 +223,48 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
             "limits": { "memory": "50Mi" },
         },
     });
+    let mut proxy_args: Vec<String> = [
+        "--control-plane",
+        &options.control_plane,
+        "--node",
+        "$(POD_NAME)",
+        "--service",
+        &service,
+        "--namespace",
+        "$(POD_NAMESPACE)",
+        "--service-account",
+        "$(SERVICE_ACCOUNT)",
+        "--identity-token-file",
+        "/var/run/secrets/remora/token",
+        "--inbound",
+        &format!("0.0.0.0:{INBOUND_PORT}"),
+        "--outbound",
+        &format!("127.0.0.1:{OUTBOUND_PORT}"),
+        "--admin",
+        &format!("0.0.0.0:{ADMIN_PORT}"),
+        "--log-level",
+        &log_level,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    // Only real port numbers: anything else would stop the proxy from starting at all.
+    let opaque: Vec<String> = annotation(annotations::OPAQUE_PORTS)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|p| p.trim().parse::<u16>().ok().filter(|&p| p != 0))
+        .map(|p| p.to_string())
+        .collect();
+    if !opaque.is_empty() {
+        proxy_args.push("--opaque-ports".to_owned());
+        proxy_args.push(opaque.join(","));
+    }
     let proxy = json!({
         "name": "remora-proxy",
         "image": options.proxy_image,
         // A native sidecar (Kubernetes 1.29+): started before the app, kept running, and not
         // waited for when a Job's containers finish.
         "restartPolicy": "Always",
-        "args": [
-            "--control-plane", options.control_plane,
-            "--node", "$(POD_NAME)",
-            "--service", service,
-            "--namespace", "$(POD_NAMESPACE)",
-            "--service-account", "$(SERVICE_ACCOUNT)",
-            "--identity-token-file", "/var/run/secrets/remora/token",
-            "--inbound", format!("0.0.0.0:{INBOUND_PORT}"),
-            "--outbound", format!("127.0.0.1:{OUTBOUND_PORT}"),
-            "--admin", format!("0.0.0.0:{ADMIN_PORT}"),
-            "--log-level", log_level,
-        ],
+        "args": proxy_args,
         "env": [
             { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
             { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
@@ -395,5 +424,7 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+#[cfg(test)]
+mod real_world;
 #[cfg(test)]
 mod tests;

@@ -287,3 +287,33 @@ fn base64_matches_the_standard_alphabet_and_padding() {
         b"any bytes \x00\xff"
     );
 }
+
+#[test]
+fn opaque_ports_become_a_proxy_flag_and_junk_is_dropped() {
+    let pod = |annotation: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: db\n  annotations:\n    \
+             remora.io/opaque-ports: \"{annotation}\"\nspec:\n  containers:\n    \
+             - {{ name: db, image: example/db:1 }}\n"
+        )
+    };
+    let proxy_args = |text: &str| -> Vec<String> {
+        let (out, _) = inject_yaml(text, &Options::default()).unwrap();
+        let d = docs(&out);
+        d[0]["spec"]["initContainers"][1]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let args = proxy_args(&pod("5432, 3306"));
+    let at = args.iter().position(|a| a == "--opaque-ports").unwrap();
+    assert_eq!(args[at + 1], "5432,3306");
+    // A port the proxy could not parse would stop it from starting: left out.
+    let args = proxy_args(&pod("5432,mysql,0,70000"));
+    let at = args.iter().position(|a| a == "--opaque-ports").unwrap();
+    assert_eq!(args[at + 1], "5432");
+    let args = proxy_args(&pod("none"));
+    assert!(!args.iter().any(|a| a == "--opaque-ports"), "{args:?}");
+}
