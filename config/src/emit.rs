@@ -136,6 +136,7 @@ fn listener(l: &model::Listener) -> raw::Listener {
             .as_ref()
             .map(|a| Item::new(authorization(a))),
         transparent: l.transparent.then(|| Item::new(true)),
+        follow_original_port: l.follow_original_port.then(|| Item::new(true)),
         opaque_ports: (!l.opaque_ports.is_empty()).then(|| {
             Item::new(
                 l.opaque_ports

@@ -238,6 +238,8 @@ fn sidecar(
         cluster: Some(item(INBOUND_CLUSTER.to_owned())),
         authorization: def.raw.authorization.clone(),
         opaque_ports: ports_list(&def.opaque_ports),
+        // Captured calls to the pod's other ports reach them, not the app's one.
+        follow_original_port: Some(item(true)),
         mtls: mtls_of(def).map(|_| {
             item(match def.mtls {
                 model::MtlsMode::Strict => raw::MtlsMode::Strict,

@@ -154,6 +154,9 @@ pub struct Listener {
     pub transparent: bool,
     /// Connections to these ports are opaque TCP (see the raw field). Sorted, no duplicates.
     pub opaque_ports: Vec<u16>,
+    /// Redirected connections for other ports go to that port of the cluster's host (see the
+    /// raw field).
+    pub follow_original_port: bool,
 }
 
 /// Who may call what: a request matching a deny rule is refused; otherwise, when there are

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",
@@ -437,6 +437,35 @@ clusters: [{name: api}]
         .map(|l| &l.opaque_ports[..])
         .collect();
     assert_eq!(ports, [&[25, 3306][..], &[6379][..]]);
+}
+
+#[test]
+fn follow_original_port_needs_the_listeners_cluster() {
+    let yaml = "\
+listeners:
+  - address: 127.0.0.1:8080
+    routes: [{cluster: api}]
+    follow_original_port: true
+  - address: 127.0.0.1:8081
+    protocol: auto
+    routes: [{cluster: api}]
+    follow_original_port: true
+  - address: 127.0.0.1:8082
+    protocol: auto
+    routes: [{cluster: api}]
+    cluster: api
+    follow_original_port: true
+clusters: [{name: api}]
+";
+    let msg = "'follow_original_port' sends other ports to the host of the listener's 'cluster', \
+               and it has none: use it on a tcp listener or an auto listener with a cluster";
+    assert_eq!(
+        errors(yaml),
+        [
+            format!("t.yaml:4:27: listeners[0].follow_original_port: {msg}"),
+            format!("t.yaml:8:27: listeners[1].follow_original_port: {msg}"),
+        ]
+    );
 }
 
 #[test]

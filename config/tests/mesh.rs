@@ -192,6 +192,10 @@ services:
     let db = mesh.service("db").unwrap();
     assert_eq!(db.config.listeners[0].name, "inbound");
     assert_eq!(db.config.listeners[0].opaque_ports, [5432, 9187]);
+    assert!(
+        db.config.listeners[0].follow_original_port,
+        "the pod's other ports reach the app"
+    );
     let web = mesh.service("web").unwrap();
     assert!(web.config.listeners[0].opaque_ports.is_empty());
     let outbound = &web.config.listeners[1];

@@ -619,10 +619,11 @@ async fn accept_loop(
         };
         let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
         let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
-        let redirected = match rt.transparent || !rt.opaque_ports.is_empty() {
-            true => redirected_to(&stream),
-            false => None,
-        };
+        let redirected =
+            match rt.transparent || rt.follow_original_port || !rt.opaque_ports.is_empty() {
+                true => redirected_to(&stream),
+                false => None,
+            };
         // The port the client connected to: the original destination's, when redirected.
         let opaque = !rt.opaque_ports.is_empty()
             && redirected
@@ -645,22 +646,22 @@ async fn accept_loop(
             }
             let _ = ctx.original_dst.set(dst);
         }
-        let opaque = opaque && rt.opaque_cluster().is_some();
+        let forward = match redirected.and_then(|dst| rt.other_port(dst.port())) {
+            Some(to) => Forward::Port(to),
+            None if opaque && rt.opaque_cluster().is_some() => Forward::Opaque,
+            None => Forward::Detect,
+        };
         if rt.mtls != remora_config::model::MtlsMode::Disabled {
             tokio::spawn(crate::tls::inbound::serve(
                 ctx,
                 stream,
                 rt.clone(),
                 timeouts,
-                opaque,
+                forward,
             ));
             continue;
         }
-        if opaque {
-            tokio::spawn(serve_opaque(ctx, stream, rt, timeouts.idle));
-            continue;
-        }
-        tokio::spawn(serve_plain(ctx, stream, rt, timeouts));
+        tokio::spawn(serve_forward(ctx, stream, rt, timeouts, forward));
     }
 }
 
@@ -679,6 +680,55 @@ pub(crate) async fn serve_plain(
         }
         ListenerRtKind::Auto { .. } => crate::detect::serve(ctx, stream, rt, t).await,
     }
+}
+
+/// What a listener does with a connection's bytes (plaintext, or decrypted).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Forward {
+    /// As its kind says: HTTP, TCP, or detection first ([`serve_plain`]).
+    Detect,
+    /// To an opaque port: TCP to the listener's cluster, no detection.
+    Opaque,
+    /// Redirected from another port of the workload: TCP to that port
+    /// ([`ListenerRt::other_port`]).
+    Port(SocketAddr),
+}
+
+/// Serves a plaintext connection as `forward` says.
+pub(crate) async fn serve_forward(
+    ctx: Arc<ConnCtx>,
+    stream: tokio::net::TcpStream,
+    rt: Arc<crate::snapshot::ListenerRt>,
+    t: crate::http::Timeouts,
+    forward: Forward,
+) {
+    match forward {
+        Forward::Detect => serve_plain(ctx, stream, rt, t).await,
+        Forward::Opaque => serve_opaque(ctx, stream, rt, t.idle).await,
+        Forward::Port(to) => serve_port(ctx, stream, rt, to, t.idle).await,
+    }
+}
+
+/// Forwards a connection redirected from another port of the workload to that port (`to`),
+/// if the listener's authorization admits the connection as a whole: nothing in it can be
+/// read as a request.
+pub(crate) async fn serve_port<S>(
+    ctx: Arc<ConnCtx>,
+    stream: S,
+    rt: Arc<crate::snapshot::ListenerRt>,
+    to: SocketAddr,
+    idle: Duration,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
+    if let Some(authz) = &rt.authz
+        && !authz.check_connection(caller)
+    {
+        tracing::debug!(peer = %ctx.peer, ?caller, %to, "not authorized; closing");
+        return;
+    }
+    crate::tcp::passthrough(ctx, stream, to, idle).await
 }
 
 /// Forwards a connection to an opaque port (plaintext, or decrypted) to the listener's cluster,

@@ -64,9 +64,23 @@ pub struct ListenerRt {
     /// Connections to these ports (the original destination's, when redirected) are opaque
     /// TCP. Sorted.
     pub opaque_ports: Vec<u16>,
+    /// Redirected connections for another port than the cluster endpoint's go to that port
+    /// of its host (see [`ListenerRt::other_port`]).
+    pub follow_original_port: bool,
 }
 
 impl ListenerRt {
+    /// For a connection redirected here that was headed for `port`: where it goes instead of
+    /// the listener's cluster, when the listener follows original ports and `port` is not the
+    /// cluster's (first) endpoint's. The endpoint's host, at `port`.
+    pub fn other_port(&self, port: u16) -> Option<std::net::SocketAddr> {
+        if !self.follow_original_port {
+            return None;
+        }
+        let local = self.opaque_cluster()?.endpoints.first()?.address;
+        (local.port() != port).then(|| std::net::SocketAddr::new(local.ip(), port))
+    }
+
     /// Whether a connection to `port` is forwarded as opaque TCP.
     pub fn is_opaque(&self, port: u16) -> bool {
         self.opaque_ports.binary_search(&port).is_ok()
@@ -329,6 +343,7 @@ impl Snapshot {
                     transparent: l.transparent,
                     by_destination,
                     opaque_ports: l.opaque_ports.clone(),
+                    follow_original_port: l.follow_original_port,
                     kind,
                     metrics: metrics.listener(&l.name, direction),
                     limits: config.limits.clone(),

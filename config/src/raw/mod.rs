@@ -203,6 +203,14 @@ pub struct Listener {
     /// (with its mTLS), or through unchanged. Left out: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opaque_ports: Option<List<u32>>,
+    /// Tcp and auto listeners whose `cluster` is the local workload (a sidecar's inbound
+    /// listener): a connection iptables redirected here from another port than the cluster's
+    /// endpoint's goes to that port on the endpoint's host, as opaque TCP after mTLS and the
+    /// listener's authorization (which, with rules about paths or callers, must admit the
+    /// connection as a whole). So every port of a pod works, not only the one in the config.
+    /// Left out: `false` (everything goes to the cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow_original_port: Field<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

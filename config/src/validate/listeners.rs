@@ -89,6 +89,7 @@ fn listener(
         super::authz::authorization(cx, &raw.authorization, &join(path, "authorization"));
     let transparent = value(&raw.transparent).is_some_and(|(t, _)| *t);
     let opaque_ports = opaque_ports(cx, raw, path, transparent);
+    let follow_original_port = follow_original_port(cx, raw, path);
     Some(model::Listener {
         name: name?,
         address: address?,
@@ -99,7 +100,28 @@ fn listener(
         authorization: authorization?,
         transparent,
         opaque_ports: opaque_ports?,
+        follow_original_port,
     })
+}
+
+/// `follow_original_port` needs the listener's cluster: tcp, or auto with one.
+fn follow_original_port(cx: &Cx, raw: &raw::Listener, path: &str) -> bool {
+    let Some((&on, pos)) = value(&raw.follow_original_port) else {
+        return false;
+    };
+    let protocol = match &raw.protocol {
+        None => Some(defaults::LISTENER_PROTOCOL),
+        Some(item) => item.get().copied(),
+    };
+    let has_cluster = raw.cluster.is_some() && protocol != Some(ListenerProtocol::Http);
+    if on && !has_cluster {
+        let msg = "'follow_original_port' sends other ports to the host of the listener's \
+                   'cluster', and it has none: use it on a tcp listener or an auto listener \
+                   with a cluster";
+        cx.report(pos, &join(path, "follow_original_port"), msg);
+        return false;
+    }
+    on
 }
 
 /// `opaque_ports`: real ports, each once, on a listener that has somewhere to send them.

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use crate::context::ConnCtx;
 use crate::detect::{self, Outcome};
 use crate::http::Timeouts;
+use crate::server::Forward;
 use crate::snapshot::{ListenerRt, ListenerRtKind};
 
 /// The longest a client may take to complete its handshake: a real one takes milliseconds;
@@ -26,14 +27,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// listener uses its own `detect_timeout`).
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// `opaque`: the connection is to one of the listener's opaque ports, so what is inside (or
-/// what comes in plaintext, when permissive) is forwarded as TCP to the listener's cluster.
-pub async fn serve(
+/// `forward`: what becomes of what is inside (or of what comes in plaintext, when
+/// permissive): an opaque port's or another port's bytes are forwarded as TCP.
+pub(crate) async fn serve(
     ctx: Arc<ConnCtx>,
     stream: TcpStream,
     rt: Arc<ListenerRt>,
     t: Timeouts,
-    opaque: bool,
+    forward: Forward,
 ) {
     let wait = match &rt.kind {
         ListenerRtKind::Auto { detect_timeout, .. } => *detect_timeout,
@@ -43,14 +44,13 @@ pub async fn serve(
     let tls = super::global();
     match outcome {
         Outcome::Closed => {}
-        Outcome::Tls => terminate(ctx, stream, rt, t, opaque).await,
+        Outcome::Tls => terminate(ctx, stream, rt, t, forward).await,
         _ if rt.mtls == MtlsMode::Strict => {
             tls.metrics.handshake("inbound", "plaintext-refused");
             tracing::debug!(peer = %ctx.peer, listener = %rt.name, "plaintext on a strict mTLS listener; closing");
         }
         // Permissive: as without mTLS.
-        _ if opaque => crate::server::serve_opaque(ctx, stream, rt, t.idle).await,
-        _ => crate::server::serve_plain(ctx, stream, rt, t).await,
+        _ => crate::server::serve_forward(ctx, stream, rt, t, forward).await,
     }
 }
 
@@ -59,7 +59,7 @@ async fn terminate(
     stream: TcpStream,
     rt: Arc<ListenerRt>,
     t: Timeouts,
-    opaque: bool,
+    forward: Forward,
 ) {
     let tls = super::global();
     if !tls.has_identity() {
@@ -93,8 +93,10 @@ async fn terminate(
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         let _ = ctx.peer_identity.set(v);
     }
-    if opaque {
-        return crate::server::serve_opaque(ctx, stream, rt, t.idle).await;
+    match forward {
+        Forward::Detect => {}
+        Forward::Opaque => return crate::server::serve_opaque(ctx, stream, rt, t.idle).await,
+        Forward::Port(to) => return crate::server::serve_port(ctx, stream, rt, to, t.idle).await,
     }
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     match (&rt.kind, alpn) {

@@ -102,9 +102,9 @@ fn app_get(pod: &Netns, url: &str) -> String {
     String::from_utf8_lossy(&pod.curl_as(1000, &[url]).stdout).into_owned()
 }
 
-/// A pod namespace joined by a veth to a "world" namespace: the pod, the world and the
-/// world's IP. Both namespaces go on drop, the veth with them.
-fn pod_and_world() -> (Netns, Netns, String) {
+/// A pod namespace joined by a veth to a "world" namespace: the pod, the world, the world's
+/// IP and the pod's. Both namespaces go on drop, the veth with them.
+fn pod_and_world() -> (Netns, Netns, String, String) {
     let pod = Netns::new("remora-pod");
     let world = Netns::new("remora-world");
     let net = 10 + std::process::id() % 200;
@@ -136,7 +136,7 @@ fn pod_and_world() -> (Netns, Netns, String) {
             assert!(out.status.success(), "{args:?}: {out:?}");
         }
     }
-    (pod, world, world_ip)
+    (pod, world, world_ip, pod_ip)
 }
 
 /// Installs the capture rules in `pod` (the admin port 15000 excluded, plus `init_args`) and
@@ -191,7 +191,7 @@ fn metric(pod: &Netns, prefix: &str) -> f64 {
 /// excluded port bypasses the proxy altogether.
 #[test]
 fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypasses() {
-    let (pod, world, world_ip) = pod_and_world();
+    let (pod, world, world_ip, _) = pod_and_world();
     let _servers = Children(world_servers(&world, &world_ip, &[8080, 9090, 5432]));
     // A transparent outbound listener whose one route sends to the world's port 8080.
     let _sidecar = sidecar(
@@ -325,7 +325,7 @@ print(greeting.strip() + " / " + s.recv(64).decode().strip())
 /// sidecar waits for a request that never comes, so the app hears nothing.
 #[test]
 fn an_opaque_port_of_a_mesh_destination_carries_a_server_speaks_first_protocol() {
-    let (pod, world, world_ip) = pod_and_world();
+    let (pod, world, world_ip, _) = pod_and_world();
     let _servers = Children(greeters(&world, &world_ip, &[3306, 3307, 3308]));
     let _sidecar = sidecar(
         &pod,
@@ -365,5 +365,56 @@ fn an_opaque_port_of_a_mesh_destination_carries_a_server_speaks_first_protocol()
         metric(&pod, "remora_requests_total{listener=\"outbound\""),
         0.0,
         "no HTTP request was made of the opaque bytes"
+    );
+}
+
+/// Inbound capture sends every port of the pod to the sidecar; the inbound listener follows
+/// each connection's original port: the app's port in the config is served as HTTP (the
+/// sidecar adds its request ID), and another port of the pod reaches that port, as bytes.
+#[test]
+fn inbound_calls_to_each_port_of_the_pod_reach_that_port() {
+    let (pod, world, _, pod_ip) = pod_and_world();
+    // The pod's app, on two ports (as UID 1000, bound on every address).
+    let _apps = Children(world_servers(&pod, "0.0.0.0", &[8080, 9090]));
+    let _sidecar = sidecar(
+        &pod,
+        "listeners:\n  - name: inbound\n    address: 0.0.0.0:15006\n    direction: inbound\n    protocol: auto\n    cluster: app\n    follow_original_port: true\n\
+         \x20   routes: [{ name: app, cluster: app }]\n\
+         clusters:\n  - name: app\n    endpoints: [{ address: \"127.0.0.1:8080\" }]\n",
+        &[],
+    );
+    let world_get = |port: u16, path: &str| {
+        let url = format!("http://{pod_ip}:{port}{path}");
+        String::from_utf8_lossy(&world.run("curl", &["-s", "-m", "5", &url]).stdout).into_owned()
+    };
+    remora_tests::wait_for("the pod's apps", std::time::Duration::from_secs(20), || {
+        world_get(9090, "/up")
+            .starts_with("world:9090")
+            .then_some(())
+    });
+    let connections = || {
+        metric(
+            &pod,
+            "remora_downstream_connections_total{listener=\"inbound\",direction=\"inbound\"}",
+        )
+    };
+    let before = connections();
+    let routed = world_get(8080, "/routed");
+    assert!(
+        routed.starts_with("world:8080 path=/routed request-id="),
+        "{routed}"
+    );
+    assert!(
+        !routed.contains("request-id=None"),
+        "served as HTTP by the sidecar: {routed}"
+    );
+    assert_eq!(
+        world_get(9090, "/other"),
+        "world:9090 path=/other request-id=None\n"
+    );
+    assert_eq!(
+        connections() - before,
+        2.0,
+        "both calls went through the sidecar (the one to 9090 as well)"
     );
 }

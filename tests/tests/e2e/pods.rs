@@ -130,6 +130,9 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
         children
             .0
             .push(pod.spawn_as(1000, "/usr/bin/python3", &["-c", APP, "5432"]));
+        children
+            .0
+            .push(pod.spawn_as(1000, "/usr/bin/python3", &["-c", APP, "9090"]));
         children.0.push(pod.spawn_as(
             2102,
             proxy,
@@ -242,6 +245,24 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
     // B's inbound policy applies.
     let (body, code) = app_get(&format!("http://{}:8080/admin", ip(2)));
     assert_eq!(code, "403", "{body}");
+    // B's other port (not a mesh endpoint, so A passes the call through in plaintext) is
+    // captured too, and would go to that port, not the app's 8080: but B's policy admits only
+    // web's identity, which a plaintext connection lacks, so the connection is closed.
+    let denied = || {
+        let m = b.run("curl", &["-s", "http://127.0.0.1:15000/metrics"]);
+        line(
+            &String::from_utf8_lossy(&m.stdout),
+            "remora_authz_denied_total{listener=\"inbound\"",
+        )
+    };
+    let denied_before = denied();
+    let (body, code) = app_get(&format!("http://{}:9090/other-port", ip(2)));
+    assert_eq!(
+        (code.as_str(), body.as_str()),
+        ("000", ""),
+        "refused, not served"
+    );
+    assert_eq!(denied(), denied_before + 1.0, "B's sidecar refused it");
     // An excluded port bypasses both proxies: no identity, and no handshake counted for it.
     let before = line(
         &b_metrics,
