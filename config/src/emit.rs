@@ -31,6 +31,7 @@ pub(crate) fn config_to_raw(c: &model::Config) -> raw::Config {
         admin: c.admin.as_ref().map(|a| {
             Item::new(raw::Admin {
                 address: some(a.address.to_string()),
+                status_address: a.status_address.map(|s| Item::new(s.to_string())),
             })
         }),
         runtime: some(runtime(&c.runtime)),

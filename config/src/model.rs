@@ -38,6 +38,8 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub address: SocketAddr,
+    /// Serves only `/live`, `/ready` and `/metrics` (see the raw field).
+    pub status_address: Option<SocketAddr>,
 }
 
 /// How the proxy uses the machine.

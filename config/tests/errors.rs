@@ -469,6 +469,44 @@ clusters: [{name: api}]
 }
 
 #[test]
+fn the_admin_status_listener_collides_with_nothing_and_round_trips() {
+    let yaml = "\
+admin: {address: 127.0.0.1:15000, status_address: 0.0.0.0:15000}
+listeners:
+  - {address: 0.0.0.0:15000, routes: [{cluster: api}]}
+clusters: [{name: api}]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "t.yaml:1:51: admin.status_address: address 0.0.0.0:15000 overlaps 127.0.0.1:15000 of the admin listener: a wildcard address takes the port on every interface",
+            "t.yaml:3:15: listeners[0].address: address 0.0.0.0:15000 overlaps 127.0.0.1:15000 of the admin listener: a wildcard address takes the port on every interface",
+        ]
+    );
+    let yaml = "\
+admin: {address: 127.0.0.1:15000, status_address: 0.0.0.0:15020}
+listeners:
+  - {address: 127.0.0.1:15020, routes: [{cluster: api}]}
+clusters: [{name: api}]
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "t.yaml:3:15: listeners[0].address: address 127.0.0.1:15020 overlaps 0.0.0.0:15020 of the admin status listener: a wildcard address takes the port on every interface"
+        ]
+    );
+    let valid = "admin: {address: 127.0.0.1:15000, status_address: 0.0.0.0:15020}\n";
+    let config = load_str("t.yaml", valid).unwrap();
+    let admin = config.admin.as_ref().unwrap();
+    assert_eq!(admin.status_address, Some("0.0.0.0:15020".parse().unwrap()));
+    let again = load_str("emitted", &remora_config::to_yaml(&config)).unwrap();
+    assert_eq!(
+        again.admin, config.admin,
+        "what /config shows loads back the same"
+    );
+}
+
+#[test]
 fn match_conditions() {
     let yaml = "\
 listeners:

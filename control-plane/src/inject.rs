@@ -66,7 +66,11 @@ pub const PROXY_UID: u64 = 2102;
 
 pub const INBOUND_PORT: u16 = 15006;
 pub const OUTBOUND_PORT: u16 = 15001;
+/// The proxy's admin endpoints, on loopback only: they show the config and can drain it.
 pub const ADMIN_PORT: u16 = 15000;
+/// `/live`, `/ready` and `/metrics` only, on the pod's address: the kubelet probes them and
+/// Prometheus scrapes them (Istio's status port is 15020 as well).
+pub const STATUS_PORT: u16 = 15020;
 
 /// What injection did to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +191,7 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
         // The proxy's own ports are never redirected to itself.
         "--exclude-inbound-ports".to_owned(),
         join_ports(
-            &[ADMIN_PORT],
+            &[ADMIN_PORT, STATUS_PORT],
             annotation(annotations::EXCLUDE_INBOUND_PORTS),
         ),
     ];
@@ -241,7 +245,9 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
         "--outbound",
         &format!("127.0.0.1:{OUTBOUND_PORT}"),
         "--admin",
-        &format!("0.0.0.0:{ADMIN_PORT}"),
+        &format!("127.0.0.1:{ADMIN_PORT}"),
+        "--status",
+        &format!("0.0.0.0:{STATUS_PORT}"),
         "--log-level",
         &log_level,
     ]
@@ -270,19 +276,19 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
             { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
             { "name": "SERVICE_ACCOUNT", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
         ],
-        "ports": [ { "name": "remora-admin", "containerPort": ADMIN_PORT } ],
+        "ports": [ { "name": "remora-status", "containerPort": STATUS_PORT } ],
         // The app's containers start once this passes: the proxy has its config.
         "startupProbe": {
-            "httpGet": { "path": "/ready", "port": ADMIN_PORT },
+            "httpGet": { "path": "/ready", "port": STATUS_PORT },
             "periodSeconds": 1,
             "failureThreshold": 300,
         },
         "readinessProbe": {
-            "httpGet": { "path": "/ready", "port": ADMIN_PORT },
+            "httpGet": { "path": "/ready", "port": STATUS_PORT },
             "periodSeconds": 5,
         },
         "livenessProbe": {
-            "httpGet": { "path": "/live", "port": ADMIN_PORT },
+            "httpGet": { "path": "/live", "port": STATUS_PORT },
             "periodSeconds": 10,
         },
         "resources": {

@@ -8,6 +8,9 @@
 //! | `/config`   | the config in effect, as YAML with every default explicit       |
 //! | `/clusters` | each cluster's endpoints with weight and state, as JSON         |
 //! | `POST /drain`, `POST /shutdown` | drain (as SIGTERM) and exit              |
+//!
+//! `admin.status_address` serves `/live`, `/ready` and `/metrics` only ([`Scope::Status`]):
+//! what may face the pod's network, for the kubelet and Prometheus.
 
 use std::sync::Arc;
 
@@ -23,7 +26,15 @@ use tokio::net::TcpListener;
 
 use crate::context::Shared;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// `GET /live`, `/ready` and `/metrics`: nothing that reveals the config or changes state.
+    Status,
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, scope: Scope) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -37,12 +48,32 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&shared, &req)) }
+                async move {
+                    let response = match scope {
+                        Scope::All => route(&shared, &req),
+                        Scope::Status => status_route(&shared, &req),
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// The status listener's app: `GET /live`, `/ready`, `/metrics` as on the admin listener;
+/// anything else is not here.
+pub fn status_route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/live" | "/ready" | "/metrics" => route(shared, req),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "this is the status listener: GET /live /ready /metrics; the rest of the admin \
+             endpoints are on the admin address\n"
+                .into(),
+        ),
     }
 }
 

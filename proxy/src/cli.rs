@@ -20,7 +20,7 @@ pub struct Args {
     pub command: Option<Sub>,
 
     /// The YAML config file.
-    #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin", "control_plane"])]
+    #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin", "status", "control_plane"])]
     pub config: Option<PathBuf>,
 
     /// Take the config from this control plane (http://HOST:PORT) instead of a file; the
@@ -88,6 +88,12 @@ pub struct Args {
     /// here. Control-plane mode defaults to 127.0.0.1:15000.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+
+    /// Zero-config and control-plane modes: serve only GET /live, /ready and /metrics here
+    /// (for the kubelet's probes and Prometheus, on the pod's address), keeping the rest of
+    /// the admin endpoints on --admin (loopback). Needs --admin in zero-config mode.
+    #[arg(long, value_name = "ADDR")]
+    pub status: Option<SocketAddr>,
 
     /// Print the effective config as YAML, every default spelled out, and exit.
     #[arg(long)]
@@ -329,7 +335,17 @@ fn load(args: &Args) -> Result<(Config, Option<Vec<u8>>), String> {
             Ok((config, Some(bytes)))
         }
         (None, Some(listen)) => {
-            let yaml = zero_config_yaml(listen, &args.upstream, args.admin);
+            if args.status.is_some() && args.admin.is_none() {
+                return Err("remora-proxy: --status needs --admin".into());
+            }
+            let mut yaml = zero_config_yaml(listen, &args.upstream, args.admin);
+            if let Some(status) = args.status {
+                yaml = yaml.replacen(
+                    "admin:\n",
+                    &format!("admin:\n  status_address: \"{status}\"\n"),
+                    1,
+                );
+            }
             let config =
                 remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())?;
             Ok((config, None))
@@ -338,7 +354,12 @@ fn load(args: &Args) -> Result<(Config, Option<Vec<u8>>), String> {
             // Nothing to serve until the control plane sends a config: only the admin
             // listener, which says "not ready" meanwhile.
             let admin = args.admin.unwrap_or(DEFAULT_SIDECAR_ADMIN);
-            let yaml = format!("admin: {{ address: \"{admin}\" }}\nlisteners: []\nclusters: []\n");
+            let status = args
+                .status
+                .map(|s| format!(", status_address: \"{s}\""))
+                .unwrap_or_default();
+            let yaml =
+                format!("admin: {{ address: \"{admin}\"{status} }}\nlisteners: []\nclusters: []\n");
             let config =
                 remora_config::load_str("<command line>", &yaml).map_err(|d| d.to_string())?;
             Ok((config, None))
@@ -380,6 +401,9 @@ fn log_addrs(addrs: &BoundAddrs) {
     if let Some(addr) = addrs.admin {
         tracing::info!(%addr, "admin listening");
     }
+    if let Some(addr) = addrs.status {
+        tracing::info!(%addr, "admin status (/live /ready /metrics) listening");
+    }
 }
 
 fn write_addrs(path: &std::path::Path, addrs: &BoundAddrs) -> std::io::Result<()> {
@@ -390,6 +414,7 @@ fn write_addrs(path: &std::path::Path, addrs: &BoundAddrs) -> std::io::Result<()
         .collect();
     let doc = serde_json::json!({
         "admin": addrs.admin.map(|a| a.to_string()),
+        "status": addrs.status.map(|a| a.to_string()),
         "listeners": listeners,
     });
     // Write then rename, so a reader never sees half a file.

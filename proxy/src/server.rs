@@ -33,6 +33,9 @@ pub struct Proxy {
     admin: Option<std::net::TcpListener>,
     /// Kept apart from the socket, which `run` hands to the admin server.
     admin_addr: Option<SocketAddr>,
+    /// The admin status listener (`/live`, `/ready`, `/metrics` only), and its address.
+    status: Option<std::net::TcpListener>,
+    status_addr: Option<SocketAddr>,
     workers: usize,
     /// The last good DNS answer of each dns cluster: every snapshot is built with them.
     resolved: Resolved,
@@ -42,6 +45,7 @@ pub struct Proxy {
 #[derive(Debug, Clone)]
 pub struct BoundAddrs {
     pub admin: Option<SocketAddr>,
+    pub status: Option<SocketAddr>,
     /// `(listener name, address)` in config order.
     pub listeners: Vec<(String, SocketAddr)>,
 }
@@ -103,6 +107,10 @@ impl Proxy {
             Some(a) => Some(bind("the admin listener", a.address)?),
             None => None,
         };
+        let status = match config.admin.as_ref().and_then(|a| a.status_address) {
+            Some(addr) => Some(bind("the admin status listener", addr)?),
+            None => None,
+        };
         let workers = config.runtime.workers;
         let resolved = Resolved::default();
         let snapshot = Snapshot::build(Arc::new(config), &metrics, None, &resolved);
@@ -115,11 +123,14 @@ impl Proxy {
             });
         }
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let status_addr = status.as_ref().and_then(|l| l.local_addr().ok());
         Ok(Proxy {
             shared: Arc::new(Shared::new(snapshot, metrics, access_log)),
             listeners: Listeners(listeners),
             admin,
             admin_addr,
+            status,
+            status_addr,
             workers,
             resolved,
         })
@@ -128,6 +139,7 @@ impl Proxy {
     pub fn addrs(&self) -> BoundAddrs {
         BoundAddrs {
             admin: self.admin_addr,
+            status: self.status_addr,
             listeners: self.listeners.addrs(),
         }
     }
@@ -150,12 +162,16 @@ impl Proxy {
             .build()
             .map_err(StartError::Runtime)?;
         rt.block_on(async {
-            if let Some(admin) = self.admin.take() {
-                match tokio::net::TcpListener::from_std(admin) {
+            for (socket, scope) in [
+                (self.admin.take(), crate::admin::Scope::All),
+                (self.status.take(), crate::admin::Scope::Status),
+            ] {
+                let Some(socket) = socket else { continue };
+                match tokio::net::TcpListener::from_std(socket) {
                     Ok(l) => {
-                        tokio::spawn(crate::admin::serve(l, self.shared.clone()));
+                        tokio::spawn(crate::admin::serve(l, self.shared.clone(), scope));
                     }
-                    Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+                    Err(e) => tracing::error!(error = %e, ?scope, "admin listener unusable"),
                 }
             }
             let (reload_tx, mut reloads) = mpsc::unbounded_channel();

@@ -142,6 +142,8 @@ impl Captured {
 #[derive(Debug, Clone)]
 pub struct BoundAddrs {
     pub admin: Option<SocketAddr>,
+    /// The admin status listener (`admin.status_address`, `--status`).
+    pub status: Option<SocketAddr>,
     /// `(listener name, address)`.
     pub listeners: Vec<(String, SocketAddr)>,
 }
@@ -151,34 +153,24 @@ impl BoundAddrs {
     pub fn try_parse(text: &str) -> Option<BoundAddrs> {
         let doc: serde_json::Value = serde_json::from_str(text).ok()?;
         let addr = |v: &serde_json::Value| v.as_str()?.parse::<SocketAddr>().ok();
-        let admin = match &doc["admin"] {
-            serde_json::Value::Null => None,
-            a => Some(addr(a)?),
+        let optional = |key: &str| match &doc[key] {
+            serde_json::Value::Null => Some(None),
+            a => Some(Some(addr(a)?)),
         };
         let listeners = doc["listeners"]
             .as_object()?
             .iter()
             .map(|(name, a)| Some((name.clone(), addr(a)?)))
             .collect::<Option<Vec<_>>>()?;
-        Some(BoundAddrs { admin, listeners })
+        Some(BoundAddrs {
+            admin: optional("admin")?,
+            status: optional("status")?,
+            listeners,
+        })
     }
 
     fn parse(text: &str) -> BoundAddrs {
-        let doc: serde_json::Value =
-            serde_json::from_str(text).unwrap_or_else(|e| panic!("addrs file {text:?}: {e}"));
-        let addr = |v: &serde_json::Value| -> SocketAddr {
-            v.as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad address {v} in {text}"))
-        };
-        let admin = (!doc["admin"].is_null()).then(|| addr(&doc["admin"]));
-        let listeners = doc["listeners"]
-            .as_object()
-            .unwrap_or_else(|| panic!("no listeners in {text}"))
-            .iter()
-            .map(|(name, a)| (name.clone(), addr(a)))
-            .collect();
-        BoundAddrs { admin, listeners }
+        BoundAddrs::try_parse(text).unwrap_or_else(|| panic!("not an addrs file: {text:?}"))
     }
 }
 
@@ -278,6 +270,7 @@ impl ProxyBuilder {
             child,
             addrs: BoundAddrs {
                 admin: None,
+                status: None,
                 listeners: Vec::new(),
             },
             stdout,

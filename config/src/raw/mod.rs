@@ -78,6 +78,12 @@ pub struct Admin {
     #[schemars(required)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Field<String>,
+    /// IP:port for a second listener serving only `GET /live`, `/ready` and `/metrics`: what
+    /// the kubelet's probes and Prometheus need from outside the pod, while the rest of the
+    /// admin endpoints (the config, `POST /drain`) stay on `address`, on loopback. Left out:
+    /// none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_address: Field<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

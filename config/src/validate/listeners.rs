@@ -9,9 +9,9 @@ use crate::model;
 use crate::raw::{self, ListenerProtocol, Pos};
 
 /// An address some listener (or the admin listener) binds, and who binds it.
-struct Bound {
-    address: SocketAddr,
-    owner: String,
+pub(super) struct Bound {
+    pub address: SocketAddr,
+    pub owner: String,
 }
 
 pub(super) fn listeners(
@@ -19,13 +19,19 @@ pub(super) fn listeners(
     list: Option<&raw::List<raw::Listener>>,
     admin: Option<&(model::Admin, Pos)>,
 ) -> Vec<model::Listener> {
-    let mut bound: Vec<Bound> = admin
-        .map(|(admin, _)| Bound {
+    let mut bound: Vec<Bound> = Vec::new();
+    if let Some((admin, _)) = admin {
+        bound.push(Bound {
             address: admin.address,
             owner: "the admin listener".to_owned(),
-        })
-        .into_iter()
-        .collect();
+        });
+        if let Some(status) = admin.status_address {
+            bound.push(Bound {
+                address: status,
+                owner: "the admin status listener".to_owned(),
+            });
+        }
+    }
     let mut names = Names::new("listener");
     let mut listeners = Vec::new();
     for (_, path, item) in elements(list, "listeners") {
@@ -183,9 +189,16 @@ pub(super) fn ports(cx: &Cx, list: &raw::List<u32>, path: &str) -> Option<Vec<u1
 
 /// Two listeners cannot bind the same port on the same IP, nor on a wildcard IP (`0.0.0.0`,
 /// `::`) and a specific IP of the same family. Port 0 never collides: the OS picks a free port.
-fn check_collision(cx: &Cx, address: SocketAddr, pos: Pos, path: &str, bound: &[Bound]) {
+/// Whether it collided (and was reported).
+pub(super) fn check_collision(
+    cx: &Cx,
+    address: SocketAddr,
+    pos: Pos,
+    path: &str,
+    bound: &[Bound],
+) -> bool {
     if address.port() == 0 {
-        return;
+        return false;
     }
     for other in bound {
         let (a, b) = (address, other.address);
@@ -195,7 +208,7 @@ fn check_collision(cx: &Cx, address: SocketAddr, pos: Pos, path: &str, bound: &[
         if a.ip() == b.ip() {
             let msg = format!("address {a} is already used by {}", other.owner);
             cx.report(pos, path, msg);
-            return;
+            return true;
         }
         if a.ip().is_unspecified() || b.ip().is_unspecified() {
             let msg = format!(
@@ -204,9 +217,10 @@ fn check_collision(cx: &Cx, address: SocketAddr, pos: Pos, path: &str, bound: &[
                 other.owner
             );
             cx.report(pos, path, msg);
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// What the listener does with a connection: route HTTP requests, forward TCP bytes, or look

@@ -322,13 +322,37 @@ fn admin(cx: &Cx, item: &Item<raw::Admin>) -> Option<(model::Admin, Pos)> {
     let raw = item.get()?;
     let address = cx.required(&raw.address, item.pos, "admin", "address", "")?;
     let text = address.get()?;
-    match addr::listen_address(text) {
-        Ok(parsed) => Some((model::Admin { address: parsed }, address.pos)),
-        Err(message) => {
-            cx.report(address.pos, "admin.address", message);
-            None
-        }
-    }
+    let parsed = addr::listen_address(text)
+        .map_err(|message| cx.report(address.pos, "admin.address", message))
+        .ok();
+    let status_address = match &raw.status_address {
+        None => Some(None),
+        Some(item) => item.get().and_then(|text| {
+            let path = "admin.status_address";
+            let status = addr::listen_address(text)
+                .map_err(|message| cx.report(item.pos, path, message))
+                .ok()?;
+            if let Some(admin) = parsed {
+                let bound = [listeners::Bound {
+                    address: admin,
+                    owner: "the admin listener".to_owned(),
+                }];
+                if listeners::check_collision(cx, status, item.pos, path, &bound) {
+                    return None;
+                }
+            }
+            Some(Some(status))
+        }),
+    };
+    // An invalid status address is reported; the admin address is still checked against the
+    // listeners.
+    Some((
+        model::Admin {
+            address: parsed?,
+            status_address: status_address.flatten(),
+        },
+        address.pos,
+    ))
 }
 
 fn runtime(cx: &Cx, field: &Field<raw::Runtime>) -> model::Runtime {

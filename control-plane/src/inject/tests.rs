@@ -113,6 +113,12 @@ fn every_pod_template_gets_the_init_rules_and_a_native_sidecar() {
         "app.kubernetes.io/name first"
     );
     assert_eq!(after("--log-level"), "debug");
+    // The admin endpoints stay on loopback; probes (and Prometheus) use the status port.
+    assert_eq!(after("--admin"), "127.0.0.1:15000");
+    assert_eq!(after("--status"), "0.0.0.0:15020");
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(proxy[probe]["httpGet"]["port"], 15020, "{probe}");
+    }
     assert_eq!(
         after("--identity-token-file"),
         "/var/run/secrets/remora/token"
@@ -126,7 +132,7 @@ fn every_pod_template_gets_the_init_rules_and_a_native_sidecar() {
     let init_after = |flag: &str| init_args[init_args.iter().position(|a| *a == flag).unwrap() + 1];
     assert_eq!(init_after("--proxy-uid"), "2102");
     assert_eq!(init_after("--exclude-outbound-ports"), "5432, 6379");
-    assert_eq!(init_after("--exclude-inbound-ports"), "15000");
+    assert_eq!(init_after("--exclude-inbound-ports"), "15000,15020");
     assert_eq!(
         inits[0]["securityContext"]["capabilities"]["add"],
         json!(["NET_ADMIN", "NET_RAW"])

@@ -135,3 +135,37 @@ async fn clusters_lists_endpoints_with_weight_state_and_idle_connections() {
     assert_eq!(app["circuit_breakers"]["requests"]["used"], 0);
     assert_eq!(app["retry_budget"]["requests"], 1);
 }
+
+/// `admin.status_address` serves what may face the pod's network (`/live`, `/ready`,
+/// `/metrics`) and nothing else: not the config, not the clusters, and no POST /drain (the
+/// proxy keeps serving after one). The admin address still serves everything.
+#[test]
+fn the_status_listener_serves_probes_and_metrics_only() {
+    let upstream = Upstream::start(Behaviour::Echo);
+    let yaml = config(&upstream, free_addr()).replacen(
+        "admin: { address: 127.0.0.1:0 }",
+        "admin: { address: 127.0.0.1:0, status_address: 127.0.0.1:0 }",
+        1,
+    );
+    let proxy = ProxyProcess::start(&yaml);
+    let status = proxy.addrs().status.expect("a status listener");
+    assert_ne!(status, proxy.admin());
+    assert_eq!(raw::get(status, "/live").unwrap().status, 200);
+    assert_eq!(raw::get(status, "/ready").unwrap().status, 200);
+    let metrics = raw::get(status, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("remora_"), "the proxy's metrics");
+    for path in ["/config", "/clusters", "/"] {
+        assert_eq!(raw::get(status, path).unwrap().status, 404, "{path}");
+    }
+    let drain = raw::exchange(
+        status,
+        b"POST /drain HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(drain.status, 404, "no drain on the status listener");
+    // Still serving, and the admin address has it all.
+    assert_eq!(raw::get(status, "/ready").unwrap().status, 200);
+    assert_eq!(proxy.admin_get("/config").status, 200);
+    assert_eq!(proxy.admin_get("/clusters").status, 200);
+}

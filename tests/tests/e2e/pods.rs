@@ -113,13 +113,13 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
     let mut children = Children(vec![cp]);
     for (pod, service, token) in [(&a, "web", "web.token"), (&b, "api", "api.token")] {
         // The capture rules first, as the init container does; port 5432 is excluded both
-        // ways, and the admin port inbound.
+        // ways, and the sidecar's admin and status ports inbound.
         pod.ok(
             proxy,
             &[
                 "init-iptables",
                 "--exclude-inbound-ports",
-                "15000,5432",
+                "15000,15020,5432",
                 "--exclude-outbound-ports",
                 "5432",
             ],
@@ -147,8 +147,12 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
                 "shop",
                 "--identity-token-file",
                 &path(token),
+                // As injected: the admin endpoints on loopback, probes and metrics on the
+                // pod's address.
                 "--admin",
-                "0.0.0.0:15000",
+                "127.0.0.1:15000",
+                "--status",
+                "0.0.0.0:15020",
                 "--access-log",
                 "off",
             ],
@@ -290,6 +294,32 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
         ),
         before,
         "the excluded port went through no sidecar"
+    );
+    // From outside the pod (the control plane's namespace, which has no capture rules): the
+    // status port answers probes, and nothing else; the admin port is not there at all.
+    let from_outside = |port: u16, path: &str| -> String {
+        let url = format!("http://{}:{port}{path}", ip(2));
+        let out = cp_ns.run(
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(from_outside(15020, "/ready"), "200");
+    assert_eq!(from_outside(15020, "/config"), "404");
+    assert_eq!(
+        from_outside(15000, "/config"),
+        "000",
+        "the admin port is loopback only"
     );
     drop(children);
 }
