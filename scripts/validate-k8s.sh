@@ -15,6 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Where cargo put the remora binary.
+target="${CARGO_TARGET_DIR:-target}"
+
 # The Kubernetes release the manifests must be valid for: the oldest one we support.
 K8S_VERSION=1.33.0
 
@@ -50,7 +53,7 @@ prod="$work/k8s/overlays/production"
 if [ -d "$prod" ]; then
   if [ ! -f "$prod/ca/ca.crt" ]; then
     remora=""
-    for b in "${REMORA_BIN:-}" target/debug/remora target/release/remora; do
+    for b in "${REMORA_BIN:-}" "$target/debug/remora" "$target/release/remora"; do
       if [ -n "$b" ] && [ -x "$b" ]; then remora="$b"; break; fi
     done
     if [ -n "$remora" ]; then
@@ -122,7 +125,7 @@ done
 # The mesh config files under k8s/ are what the control plane will load: check them with the
 # same code. And the example app as the injector leaves it must still be valid Kubernetes.
 remora="${REMORA_BIN:-}"
-[ -n "$remora" ] || { [ -x target/debug/remora ] && remora=target/debug/remora; } || true
+[ -n "$remora" ] || { [ -x "$target/debug/remora" ] && remora="$target/debug/remora"; } || true
 [ -n "$remora" ] && [ -x "$remora" ] || die "no remora binary (build it: cargo build -p remora-control-plane)"
 if [ -n "$remora" ] && [ -x "$remora" ]; then
   injected="$work/injected.yaml"
