@@ -38,6 +38,7 @@ pub struct Metrics {
     last_reload_success: Gauge,
     certificates_issued: Counter,
     certificates_refused: Family<Reason, Counter>,
+    admission_reviews: Family<Result, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
             last_reload_success: Gauge::default(),
             certificates_issued: Counter::default(),
             certificates_refused: Family::default(),
+            admission_reviews: Family::default(),
         };
         registry.register(
             "connected_sidecars",
@@ -110,6 +112,13 @@ impl Metrics {
              sign_failed)",
             m.certificates_refused.clone(),
         );
+        registry.register(
+            "admission_reviews",
+            "AdmissionReviews the injection webhook answered, by result (injected: with a patch; \
+             unchanged: allowed as it was, not a pod or opted out or injected already; invalid: \
+             not an AdmissionReview, refused with 400)",
+            m.admission_reviews.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -150,6 +159,13 @@ impl Metrics {
     pub fn certificate_refused(&self, reason: &'static str) {
         self.certificates_refused
             .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// `result`: `injected`, `unchanged` or `invalid`.
+    pub fn admission_review(&self, result: &'static str) {
+        self.admission_reviews
+            .get_or_create(&Result { result })
             .inc();
     }
 

@@ -102,7 +102,7 @@ async fn serve(options: Options) -> Result<(), String> {
     let (api_addr, admin_addr) = (local(&api)?, local(&admin)?);
     let webhook_addr = match (options.webhook, &options.ca) {
         (None, _) => None,
-        (Some(w), Some(ca)) => Some(crate::webhook::start(w, ca).await?),
+        (Some(w), Some(ca)) => Some(crate::webhook::start(w, ca, metrics.clone()).await?),
         (Some(_), None) => {
             return Err(
                 "the injection webhook needs the CA (for its TLS certificate); drop --no-ca".into(),

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::ca::Ca;
 use crate::inject;
+use crate::metrics::Metrics;
 
 /// AdmissionReviews carry one object; Kubernetes caps requests at 3 MiB.
 const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
@@ -32,7 +33,7 @@ pub struct Options {
 }
 
 /// Binds and serves until the process ends. Returns the bound address.
-pub async fn start(options: Options, ca: &Ca) -> Result<SocketAddr, String> {
+pub async fn start(options: Options, ca: &Ca, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
     let (chain, key) = ca
         .serving_certificate(
             &options.dns_names,
@@ -68,13 +69,14 @@ pub async fn start(options: Options, ca: &Ca) -> Result<SocketAddr, String> {
             };
             let acceptor = acceptor.clone();
             let inject = inject.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
                 let svc = hyper::service::service_fn(move |req| {
-                    let inject = inject.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &inject).await) }
+                    let (inject, metrics) = (inject.clone(), metrics.clone());
+                    async move { Ok::<_, Infallible>(handle(req, &inject, &metrics).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -85,7 +87,11 @@ pub async fn start(options: Options, ca: &Ca) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-async fn handle(req: Request<Incoming>, options: &inject::Options) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    options: &inject::Options,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: String| {
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = status;
@@ -103,17 +109,28 @@ async fn handle(req: Request<Incoming>, options: &inject::Options) -> Response<F
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(e) => return reply(StatusCode::BAD_REQUEST, format!(r#"{{"error":"{e}"}}"#)),
-    };
-    let review: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
         Err(e) => {
+            metrics.admission_review("invalid");
+            let msg = serde_json::json!({ "error": e.to_string() });
+            return reply(StatusCode::BAD_REQUEST, msg.to_string());
+        }
+    };
+    let review = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) if v["request"]["uid"].is_string() => v,
+        Ok(_) => {
+            metrics.admission_review("invalid");
+            let msg = r#"{"error":"not an AdmissionReview: no request.uid"}"#;
+            return reply(StatusCode::BAD_REQUEST, msg.into());
+        }
+        Err(e) => {
+            metrics.admission_review("invalid");
             let msg = serde_json::json!({ "error": format!("not an AdmissionReview: {e}") });
             return reply(StatusCode::BAD_REQUEST, msg.to_string());
         }
     };
     let answer = inject::admission_response(&review, options);
     let patched = answer["response"]["patch"].is_string();
+    metrics.admission_review(if patched { "injected" } else { "unchanged" });
     tracing::info!(
         uid = %review["request"]["uid"],
         namespace = %review["request"]["namespace"],

@@ -273,6 +273,14 @@ impl ControlPlaneProcess {
         self.addrs
     }
 
+    /// Where `--webhook-listen` bound (port 0 resolved), from its addrs file; `None` without a
+    /// webhook.
+    pub fn webhook(&self) -> Option<SocketAddr> {
+        let text = std::fs::read_to_string(self.own.path().join("addrs.json")).ok()?;
+        let doc: Value = serde_json::from_str(&text).ok()?;
+        doc["webhook"].as_str()?.parse().ok()
+    }
+
     /// What sidecars are given as `--control-plane`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addrs.listen)

@@ -34,6 +34,7 @@ mod streaming;
 mod strict;
 mod tcp;
 mod upgrade;
+mod webhook;
 
 /// The label set of one `remora_requests_total` sample on an inbound listener.
 pub fn request_labels<'a>(
