@@ -138,6 +138,10 @@ fn listener(l: &model::Listener) -> raw::Listener {
             .map(|a| Item::new(authorization(a))),
         transparent: l.transparent.then(|| Item::new(true)),
         follow_original_port: l.follow_original_port.then(|| Item::new(true)),
+        passthrough: match l.passthrough {
+            model::Passthrough::Tcp => None,
+            model::Passthrough::Http(_) => some(raw::Passthrough::Http),
+        },
         opaque_ports: (!l.opaque_ports.is_empty()).then(|| {
             Item::new(
                 l.opaque_ports

@@ -302,6 +302,7 @@ fn sidecar(
             // In a pod whose traffic iptables captures, calls arrive here addressed to
             // wherever the app sent them.
             transparent: Some(item(true)),
+            passthrough: def.raw.passthrough.clone(),
             opaque_ports: {
                 opaque.sort_unstable();
                 opaque.dedup();

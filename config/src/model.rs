@@ -159,6 +159,20 @@ pub struct Listener {
     /// Redirected connections for other ports go to that port of the cluster's host (see the
     /// raw field).
     pub follow_original_port: bool,
+    /// How a transparent listener's connections to destinations outside the mesh go on.
+    pub passthrough: Passthrough,
+}
+
+/// How a transparent listener passes on what is not for the mesh (see the raw field).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Passthrough {
+    /// As bytes.
+    #[default]
+    Tcp,
+    /// HTTP request by request, to a cluster made from this one (named `passthrough`, every
+    /// setting a default, no endpoints) with the original destination as its endpoint;
+    /// anything else as bytes.
+    Http(Box<Cluster>),
 }
 
 /// Who may call what: a request matching a deny rule is refused; otherwise, when there are

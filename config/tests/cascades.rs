@@ -28,7 +28,7 @@ fn a_misspelled_required_field_is_not_also_missing() {
     assert_eq!(
         errors(&yaml),
         [
-            "t.yaml:2:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port (did you mean 'address'?)",
+            "t.yaml:2:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port, passthrough (did you mean 'address'?)",
             "t.yaml:4:9: listeners[0].routes[0].clustr: unknown field 'clustr', expected one of: name, match, cluster, backends, timeout, request_headers, response_headers, retries, fault, rate_limit, authorization (did you mean 'cluster'?)",
         ]
     );
@@ -98,7 +98,7 @@ clusters: [{name: api}]
     assert_eq!(
         errors(yaml),
         [
-            "t.yaml:2:5: listeners[0]: expected a mapping with fields name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port; found '5'",
+            "t.yaml:2:5: listeners[0]: expected a mapping with fields name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port, passthrough; found '5'",
             "t.yaml:4:24: listeners[1].routes[0].cluster: no cluster named 'nope' (clusters: api)",
         ]
     );

@@ -48,7 +48,7 @@ clusters:
     connect_timeout: 2m
 ";
     let expected = [
-        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port (did you mean 'address'?)",
+        "t.yaml:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port, passthrough (did you mean 'address'?)",
         "t.yaml:7:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group",
         "t.yaml:10:21: listeners[0].routes[0].backends[0].weight: expected a whole number from 0 to 4294967295, found 'heavy'",
         "t.yaml:11:22: listeners[0].routes[0].backends[1].cluster: no cluster named 'apii' (clusters: api, web)",
@@ -503,6 +503,50 @@ clusters: [{name: api}]
     assert_eq!(
         again.admin, config.admin,
         "what /config shows loads back the same"
+    );
+}
+
+#[test]
+fn passthrough_is_for_transparent_listeners() {
+    let yaml = "\
+listeners:
+  - address: 127.0.0.1:8080
+    routes: [{cluster: api}]
+    passthrough: http
+  - address: 127.0.0.1:8081
+    routes: [{cluster: api}]
+    transparent: true
+    passthrough: ftp
+clusters: [{name: api}]
+";
+    let errors = errors(yaml);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        errors[0],
+        "t.yaml:4:18: listeners[0].passthrough: 'passthrough' is for transparent listeners (transparent: true), whose connections to destinations outside the mesh it passes on"
+    );
+    assert!(
+        errors[1].starts_with("t.yaml:8:18: listeners[1].passthrough: "),
+        "{errors:?}"
+    );
+    let valid = "\
+listeners:
+  - address: 127.0.0.1:8081
+    routes: [{cluster: api}]
+    transparent: true
+    passthrough: http
+clusters: [{name: api}]
+";
+    let config = load_str("t.yaml", valid).unwrap();
+    let remora_config::model::Passthrough::Http(template) = &config.listeners[0].passthrough else {
+        panic!("{:?}", config.listeners[0].passthrough)
+    };
+    assert_eq!(template.name, "passthrough");
+    assert!(template.endpoints.is_empty());
+    let again = load_str("emitted", &remora_config::to_yaml(&config)).unwrap();
+    assert_eq!(
+        again.listeners[0].passthrough,
+        config.listeners[0].passthrough
     );
 }
 

@@ -187,6 +187,7 @@ services:
   - name: web
     app: 127.0.0.1:8080
     calls: [db, cache]
+    passthrough: http
 ";
     let mesh = mesh::load(&[source("m.yaml", text)]).unwrap_or_else(|d| panic!("{d}"));
     let db = mesh.service("db").unwrap();

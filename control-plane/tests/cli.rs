@@ -90,7 +90,7 @@ fn validate_reports_every_problem_and_exits_1() {
     let b = bad.path();
     let expected = [
         format!(
-            "{b}:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port (did you mean 'address'?)"
+            "{b}:3:5: listeners[0].adress: unknown field 'adress', expected one of: name, address, protocol, direction, routes, cluster, detect_timeout, rate_limit, mtls, authorization, transparent, opaque_ports, follow_original_port, passthrough (did you mean 'address'?)"
         ),
         format!("{b}:6:26: listeners[0].routes[0].match.path.regex: invalid regex: unclosed group"),
         format!(

@@ -649,8 +649,8 @@ async fn accept_loop(
             && let Some(dst) = redirected
         {
             if !rt.by_destination.contains_key(&dst) {
-                // Not a destination of the mesh: on its way, untouched.
-                tokio::spawn(crate::tcp::passthrough(ctx, stream, dst, timeouts.idle));
+                // Not a destination of the mesh: on its way.
+                tokio::spawn(pass_through(ctx, stream, rt, dst, timeouts));
                 continue;
             }
             if opaque && let Some((cluster, ep)) = rt.endpoint_of(dst) {
@@ -696,6 +696,30 @@ pub(crate) async fn serve_plain(
         }
         ListenerRtKind::Auto { .. } => crate::detect::serve(ctx, stream, rt, t).await,
     }
+}
+
+/// A redirected connection for a destination outside the mesh: as bytes, untouched; or, with
+/// `passthrough: http`, HTTP request by request through the passthrough route for `dst`
+/// (anything that is not HTTP still as bytes).
+async fn pass_through(
+    ctx: Arc<ConnCtx>,
+    stream: tokio::net::TcpStream,
+    rt: Arc<crate::snapshot::ListenerRt>,
+    dst: SocketAddr,
+    t: crate::http::Timeouts,
+) {
+    if rt.passthrough.is_some() {
+        use crate::detect::Outcome;
+        match crate::detect::detect(&stream, remora_config::defaults::DETECT_TIMEOUT).await {
+            Outcome::Http1 | Outcome::Http2 => {
+                let _ = ctx.original_dst.set(dst);
+                return crate::http::serve(ctx, stream, rt.builder.clone(), t).await;
+            }
+            Outcome::Closed => return,
+            Outcome::Tls | Outcome::Opaque | Outcome::Timeout => {}
+        }
+    }
+    crate::tcp::passthrough(ctx, stream, dst, t.idle).await
 }
 
 /// What a listener does with a connection's bytes (plaintext, or decrypted).
@@ -783,6 +807,13 @@ async fn reap_loop(shared: Arc<Shared>) {
             let snapshot = shared.snapshot.load();
             for cluster in &snapshot.clusters {
                 cluster.reap_idle();
+            }
+            for passthrough in snapshot
+                .listeners
+                .iter()
+                .filter_map(|l| l.passthrough.as_ref())
+            {
+                passthrough.reap_idle();
             }
             reap_interval(&snapshot.config)
         };

@@ -67,6 +67,73 @@ pub struct ListenerRt {
     /// Redirected connections for another port than the cluster endpoint's go to that port
     /// of its host (see [`ListenerRt::other_port`]).
     pub follow_original_port: bool,
+    /// Transparent listeners with `passthrough: http`: HTTP to destinations outside the mesh
+    /// is proxied to them through routes made on demand.
+    pub passthrough: Option<PassthroughRt>,
+}
+
+/// How many original destinations a listener keeps a passthrough route (and its pooled
+/// connections) for; past it, all are dropped and made again as needed.
+const PASSTHROUGH_DESTINATIONS: usize = 1024;
+
+/// HTTP passed through to destinations outside the mesh: one route per original destination,
+/// to a cluster with that one endpoint, all named `passthrough` in metrics.
+pub struct PassthroughRt {
+    /// Every setting of those clusters but the endpoint.
+    template: Cluster,
+    workers: usize,
+    requests: StatusCounters,
+    latency: Histogram,
+    routes: std::sync::Mutex<HashMap<std::net::SocketAddr, Arc<RouteRt>>>,
+}
+
+impl PassthroughRt {
+    /// The route to `dst`, made the first time.
+    pub fn route(&self, dst: std::net::SocketAddr, metrics: &Metrics) -> Arc<RouteRt> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(route) = routes.get(&dst) {
+            return route.clone();
+        }
+        if routes.len() >= PASSTHROUGH_DESTINATIONS {
+            for old in routes.keys() {
+                metrics.remove_endpoint(&self.template.name, *old);
+            }
+            routes.clear();
+        }
+        let mut cluster = self.template.clone();
+        cluster.endpoints = vec![remora_config::model::Endpoint {
+            address: dst,
+            weight: 1,
+        }];
+        let route = Arc::new(RouteRt {
+            name: self.template.name.clone(),
+            split: WeightedSplit::new(&[1]),
+            backends: Box::new([BackendRt {
+                cluster: ClusterRt::new(&cluster, self.workers, metrics),
+                requests: self.requests.clone(),
+            }]),
+            timeout: remora_config::defaults::ROUTE_TIMEOUT,
+            request_headers: HeaderRewrite::default(),
+            response_headers: HeaderRewrite::default(),
+            latency: self.latency.clone(),
+            retry: None,
+            fault: None,
+            rate_limit: None,
+            authz: None,
+        });
+        routes.insert(dst, route.clone());
+        route
+    }
+
+    /// Closes the idle pooled connections of every destination (see [`ClusterRt::reap_idle`]).
+    pub fn reap_idle(&self) {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        for route in routes.values() {
+            for backend in route.backends.iter() {
+                backend.cluster.reap_idle();
+            }
+        }
+    }
 }
 
 impl ListenerRt {
@@ -344,6 +411,19 @@ impl Snapshot {
                     by_destination,
                     opaque_ports: l.opaque_ports.clone(),
                     follow_original_port: l.follow_original_port,
+                    passthrough: match &l.passthrough {
+                        remora_config::model::Passthrough::Tcp => None,
+                        remora_config::model::Passthrough::Http(template) => {
+                            let name = &template.name;
+                            Some(PassthroughRt {
+                                template: (**template).clone(),
+                                workers,
+                                requests: metrics.status_counters(&l.name, direction, name, name),
+                                latency: metrics.route_latency(&l.name, name),
+                                routes: Default::default(),
+                            })
+                        }
+                    },
                     kind,
                     metrics: metrics.listener(&l.name, direction),
                     limits: config.limits.clone(),

@@ -56,6 +56,12 @@ pub struct Service {
     /// for one workload. Left out: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opaque_ports: Option<List<u32>>,
+    /// How the workload's calls to destinations outside the mesh leave its sidecar: `tcp`
+    /// (as bytes, untouched) or `http` (HTTP proxied request by request, with metrics and
+    /// access logs under `passthrough`; anything else as bytes, after the detect timeout of
+    /// 1 s for a client that waits for the server to speak first). Left out: `tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passthrough: Field<super::Passthrough>,
     /// The sidecar's inbound listener: traffic for the workload. Left out: `0.0.0.0:15006`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound: Field<String>,

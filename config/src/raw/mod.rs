@@ -217,6 +217,20 @@ pub struct Listener {
     /// Left out: `false` (everything goes to the cluster).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follow_original_port: Field<bool>,
+    /// Transparent listeners: how a connection to a destination outside the mesh goes on to
+    /// it. `tcp`: as bytes, untouched. `http`: the first bytes decide (as on an `auto`
+    /// listener): HTTP is proxied request by request to the original address, with the
+    /// proxy's headers, timeouts, metrics (route and cluster `passthrough`) and access log;
+    /// anything else (TLS to an outside service, say) goes as bytes. Left out: `tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passthrough: Field<Passthrough>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Passthrough {
+    Tcp,
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -8,6 +8,10 @@ use crate::defaults::{self, ranges};
 use crate::model;
 use crate::raw::{self, ListenerProtocol, Pos};
 
+/// The cluster (and route) name of HTTP passed through to an original destination, in
+/// metrics and the access log.
+pub const PASSTHROUGH_CLUSTER: &str = "passthrough";
+
 /// An address some listener (or the admin listener) binds, and who binds it.
 pub(super) struct Bound {
     pub address: SocketAddr,
@@ -96,6 +100,7 @@ fn listener(
     let transparent = value(&raw.transparent).is_some_and(|(t, _)| *t);
     let opaque_ports = opaque_ports(cx, raw, path, transparent);
     let follow_original_port = follow_original_port(cx, raw, path);
+    let passthrough = passthrough(cx, raw, path, transparent);
     Some(model::Listener {
         name: name?,
         address: address?,
@@ -107,7 +112,45 @@ fn listener(
         transparent,
         opaque_ports: opaque_ports?,
         follow_original_port,
+        passthrough: passthrough?,
     })
+}
+
+/// `passthrough`: for transparent listeners only; `http` gets its cluster's defaults here.
+fn passthrough(
+    cx: &Cx,
+    raw: &raw::Listener,
+    path: &str,
+    transparent: bool,
+) -> Option<model::Passthrough> {
+    let Some(item) = &raw.passthrough else {
+        return Some(model::Passthrough::Tcp);
+    };
+    let mode = *item.get()?;
+    if !transparent {
+        let msg = "'passthrough' is for transparent listeners (transparent: true), whose \
+                   connections to destinations outside the mesh it passes on";
+        cx.report(item.pos, &join(path, "passthrough"), msg);
+        return None;
+    }
+    match mode {
+        raw::Passthrough::Tcp => Some(model::Passthrough::Tcp),
+        raw::Passthrough::Http => {
+            let template = raw::Cluster {
+                name: Some(raw::Item::new(PASSTHROUGH_CLUSTER.to_owned())),
+                ..raw::Cluster::default()
+            };
+            let mut names = Names::new("cluster");
+            super::clusters::cluster(
+                cx,
+                &template,
+                item.pos,
+                &join(path, "passthrough"),
+                &mut names,
+            )
+            .map(|c| model::Passthrough::Http(Box::new(c)))
+        }
+    }
 }
 
 /// `follow_original_port` needs the listener's cluster: tcp, or auto with one.

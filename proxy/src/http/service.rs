@@ -133,7 +133,8 @@ async fn forward(
     {
         return Err(ProxyError::Unauthorized("by the listener's rules"));
     }
-    let (route, backend) = choose_route(listener, ctx.original_dst.get().copied(), &req, done)?;
+    let dst = ctx.original_dst.get().copied();
+    let (route, backend) = choose_route(listener, dst, &ctx.shared.metrics, &req, done)?;
     if let Some(authz) = &route.authz
         && !authz.check_request(caller, req.uri().path(), req.method())
     {
@@ -763,9 +764,19 @@ fn set_deadline(h: &mut http::HeaderMap, left: std::time::Duration, is_grpc: boo
 fn choose_route(
     listener: &ListenerRt,
     original_dst: Option<std::net::SocketAddr>,
+    metrics: &crate::metrics::Metrics,
     req: &Request<Incoming>,
     done: &mut Completion,
 ) -> Result<(Arc<RouteRt>, usize), ProxyError> {
+    // A call iptables redirected here for a destination outside the mesh goes there, whatever
+    // its host says (only `passthrough: http` serves those as HTTP).
+    if let (Some(dst), Some(passthrough)) = (original_dst, &listener.passthrough)
+        && !listener.by_destination.contains_key(&dst)
+    {
+        let route = passthrough.route(dst, metrics);
+        done.route = Some((route.clone(), 0));
+        return Ok((route, 0));
+    }
     // A reload can turn an HTTP listener into a TCP one under an open connection: its next
     // request has no routes to go to, and the client should reconnect.
     let Some(table) = listener.kind.routes() else {

@@ -97,6 +97,21 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
         .collect()
 }
 
+/// Waits until the world's HTTP server on port 9090 answers.
+fn wait_world_http(world: &Netns, world_ip: &str) {
+    remora_tests::wait_for(
+        "the world's servers",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = world.run(
+                "curl",
+                &["-s", "-m", "1", &format!("http://{world_ip}:9090/up")],
+            );
+            out.status.success().then_some(())
+        },
+    );
+}
+
 /// `curl` in the pod as the app's UID: what the app would get.
 fn app_get(pod: &Netns, url: &str) -> String {
     String::from_utf8_lossy(&pod.curl_as(1000, &[url]).stdout).into_owned()
@@ -202,17 +217,7 @@ fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypa
         ),
         &["--exclude-outbound-ports", "5432"],
     );
-    remora_tests::wait_for(
-        "the world's servers",
-        std::time::Duration::from_secs(20),
-        || {
-            let out = world.run(
-                "curl",
-                &["-s", "-m", "1", &format!("http://{world_ip}:9090/up")],
-            );
-            out.status.success().then_some(())
-        },
-    );
+    wait_world_http(&world, &world_ip);
 
     // A mesh destination, by IP: through the proxy's route.
     let meshed = app_get(&pod, &format!("http://{world_ip}:8080/hello"));
@@ -416,5 +421,49 @@ fn inbound_calls_to_each_port_of_the_pod_reach_that_port() {
         connections() - before,
         2.0,
         "both calls went through the sidecar (the one to 9090 as well)"
+    );
+}
+
+/// `passthrough: http`: the app's HTTP calls to a destination outside the mesh are proxied to
+/// it request by request (the sidecar adds its request ID, and counts them under route and
+/// cluster `passthrough`), while what is not HTTP, such as a server-speaks-first protocol
+/// after the detect timeout, still goes through as bytes.
+#[test]
+fn http_to_outside_the_mesh_is_proxied_when_passthrough_is_http() {
+    let (pod, world, world_ip, _) = pod_and_world();
+    let mut servers = world_servers(&world, &world_ip, &[8080, 9090]);
+    servers.extend(greeters(&world, &world_ip, &[3307]));
+    let _servers = Children(servers);
+    let _sidecar = sidecar(
+        &pod,
+        &format!(
+            "listeners:\n  - name: outbound\n    address: 127.0.0.1:15001\n    direction: outbound\n    transparent: true\n    passthrough: http\n\
+             \x20   routes: [{{ name: api, match: {{ hosts: [api] }}, cluster: api }}]\n\
+             clusters:\n  - name: api\n    endpoints: [{{ address: \"{world_ip}:8080\" }}]\n"
+        ),
+        &[],
+    );
+    wait_world_http(&world, &world_ip);
+
+    // Outside the mesh, in HTTP: through the proxy, to where the app sent it.
+    for path in ["/one", "/two"] {
+        let got = app_get(&pod, &format!("http://{world_ip}:9090{path}"));
+        assert!(
+            got.starts_with(&format!("world:9090 path={path} request-id=")),
+            "{got}"
+        );
+        assert!(!got.contains("request-id=None"), "proxied as HTTP: {got}");
+    }
+    assert_eq!(
+        metric(
+            &pod,
+            "remora_requests_total{listener=\"outbound\",direction=\"outbound\",route=\"passthrough\",cluster=\"passthrough\",status_class=\"2xx\"}"
+        ),
+        2.0,
+    );
+    // Not HTTP: the greeting comes once the detect timeout gives up on a request.
+    assert_eq!(
+        app_exchange(&pod, &world_ip, 3307, "5"),
+        "hello from 3307 / ping"
     );
 }
