@@ -628,57 +628,58 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let rt = listener.load();
-        let limits = &rt.limits;
-        let timeouts = crate::http::Timeouts {
-            idle: limits.idle_timeout,
-            header_read: limits.header_read_timeout,
-        };
         let http = !matches!(rt.kind, ListenerRtKind::Tcp(_));
         let ctx = Arc::new(ConnCtx::new(shared.clone(), listener.clone(), peer, http));
-        let redirected =
-            match rt.transparent || rt.follow_original_port || !rt.opaque_ports.is_empty() {
-                true => redirected_to(&stream),
-                false => None,
-            };
-        // The port the client connected to: the original destination's, when redirected.
-        let opaque = !rt.opaque_ports.is_empty()
-            && redirected
-                .or_else(|| stream.local_addr().ok())
-                .is_some_and(|a| rt.is_opaque(a.port()));
-        if rt.transparent
-            && let Some(dst) = redirected
-        {
-            if !rt.by_destination.contains_key(&dst) {
-                // Not a destination of the mesh: on its way.
-                tokio::spawn(pass_through(ctx, stream, rt, dst, timeouts));
-                continue;
-            }
-            if opaque && let Some((cluster, ep)) = rt.endpoint_of(dst) {
-                // Bytes for that very endpoint, with its cluster's mTLS.
-                ctx.activity.not_http();
-                let idle = timeouts.idle;
-                tokio::spawn(crate::tcp::serve_to(ctx, stream, cluster, Some(ep), idle));
-                continue;
-            }
-            let _ = ctx.original_dst.set(dst);
-        }
-        let forward = match redirected.and_then(|dst| rt.other_port(dst.port())) {
-            Some(to) => Forward::Port(to),
-            None if opaque && rt.opaque_cluster().is_some() => Forward::Opaque,
-            None => Forward::Detect,
-        };
-        if rt.mtls != remora_config::model::MtlsMode::Disabled {
-            tokio::spawn(crate::tls::inbound::serve(
-                ctx,
-                stream,
-                rt.clone(),
-                timeouts,
-                forward,
-            ));
-            continue;
-        }
-        tokio::spawn(serve_forward(ctx, stream, rt, timeouts, forward));
+        tokio::spawn(serve_connection(ctx, stream, rt));
     }
+}
+
+/// Where an accepted connection goes, in its own task: redirected ones by their original
+/// destination (transparent listeners: outside the mesh, passed through; a mesh endpoint's
+/// opaque port, bytes to it), then mTLS if the listener has it, then by what
+/// [`Forward`] says: another port of the workload, an opaque port, or the listener's kind.
+async fn serve_connection(
+    ctx: Arc<ConnCtx>,
+    stream: tokio::net::TcpStream,
+    rt: Arc<crate::snapshot::ListenerRt>,
+) {
+    let timeouts = crate::http::Timeouts {
+        idle: rt.limits.idle_timeout,
+        header_read: rt.limits.header_read_timeout,
+    };
+    let redirected = match rt.transparent || rt.follow_original_port || !rt.opaque_ports.is_empty()
+    {
+        true => redirected_to(&stream),
+        false => None,
+    };
+    // The port the client connected to: the original destination's, when redirected.
+    let opaque = !rt.opaque_ports.is_empty()
+        && redirected
+            .or_else(|| stream.local_addr().ok())
+            .is_some_and(|a| rt.is_opaque(a.port()));
+    if rt.transparent
+        && let Some(dst) = redirected
+    {
+        if !rt.by_destination.contains_key(&dst) {
+            // Not a destination of the mesh: on its way.
+            return pass_through(ctx, stream, rt, dst, timeouts).await;
+        }
+        if opaque && let Some((cluster, ep)) = rt.endpoint_of(dst) {
+            // Bytes for that very endpoint, with its cluster's mTLS.
+            ctx.activity.not_http();
+            return crate::tcp::serve_to(ctx, stream, cluster, Some(ep), timeouts.idle).await;
+        }
+        let _ = ctx.original_dst.set(dst);
+    }
+    let forward = match redirected.and_then(|dst| rt.other_port(dst.port())) {
+        Some(to) => Forward::Port(to),
+        None if opaque && rt.opaque_cluster().is_some() => Forward::Opaque,
+        None => Forward::Detect,
+    };
+    if rt.mtls != remora_config::model::MtlsMode::Disabled {
+        return crate::tls::inbound::serve(ctx, stream, rt, timeouts, forward).await;
+    }
+    serve_forward(ctx, stream, rt, timeouts, forward).await
 }
 
 /// Serves an accepted plaintext connection as its listener's kind says: HTTP, opaque TCP,
