@@ -128,8 +128,12 @@ remora="${REMORA_BIN:-}"
 [ -n "$remora" ] || { [ -x "$target/debug/remora" ] && remora="$target/debug/remora"; } || true
 [ -n "$remora" ] && [ -x "$remora" ] || die "no remora binary (build it: cargo build -p remora-control-plane)"
 if [ -n "$remora" ] && [ -x "$remora" ]; then
+  # Injected sidecars reach the control plane over TLS and trust the mesh root: a root of
+  # our own, as `remora ca init` makes it (docs/identity.md), for `remora inject` to embed.
+  "$remora" ca init --trust-domain cluster.local --out "$work/inject-ca" >/dev/null
+  inject() { "$remora" inject --sidecar-control-plane-ca "$work/inject-ca/ca.crt" "$@"; }
   injected="$work/injected.yaml"
-  if render "$work/k8s/examples/shop" | "$remora" inject - >"$injected" 2>"$injected.err" \
+  if render "$work/k8s/examples/shop" | inject - >"$injected" 2>"$injected.err" \
     && "$validator" --strict --quiet --kubernetes-version "$K8S_VERSION" "$injected" >"$injected.val" 2>&1; then
     echo "ok   k8s/examples/shop injected ($(grep -c 'name: remora-proxy' "$injected") sidecars, Kubernetes $K8S_VERSION, strict)"
   else
@@ -153,7 +157,7 @@ if [ -n "$remora" ] && [ -x "$remora" ]; then
       failed=1
       continue
     fi
-    if ! "$remora" inject "$f" >"$base.yaml" 2>"$base.err"; then
+    if ! inject "$f" >"$base.yaml" 2>"$base.err"; then
       echo "FAIL $f: remora inject:" >&2
       sed 's/^/  /' "$base.err" >&2
       failed=1

@@ -172,6 +172,20 @@ struct ControlPlaneArgs {
     /// The control plane's own token for the API server, for --token-review-url.
     #[arg(long, value_name = "FILE")]
     token_review_token_file: Option<PathBuf>,
+    /// Serve the sidecars' API (the watch, certificates) over TLS here as well, with a
+    /// certificate from the CA for each --server-name: sidecars dial
+    /// https://NAME:PORT with the mesh's root as --control-plane-ca, and their tokens never
+    /// cross the network in the clear.
+    #[arg(long, value_name = "ADDR")]
+    listen_tls: Option<std::net::SocketAddr>,
+    /// A name sidecars reach --listen-tls by; repeat for more.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "remora-control-plane.remora-system.svc",
+        requires = "listen_tls"
+    )]
+    server_name: Vec<String>,
     /// Serve the sidecar-injection admission webhook (POST /inject) over TLS here, with a
     /// certificate from the CA for --webhook-dns-name.
     #[arg(long, value_name = "ADDR")]
@@ -198,22 +212,51 @@ struct InjectArgs {
         default_value = "ghcr.io/remora-mesh/remora-proxy:0.1.0"
     )]
     proxy_image: String,
-    /// The control plane as sidecars reach it.
+    /// The control plane as sidecars reach it: its TLS listener (--listen-tls), or an
+    /// http:// one for a plaintext setup.
     #[arg(
         long,
         value_name = "URL",
-        default_value = "http://remora-control-plane.remora-system.svc:15010"
+        default_value = "https://remora-control-plane.remora-system.svc:15012"
     )]
     sidecar_control_plane: String,
+    /// With an https:// --sidecar-control-plane: the mesh's root (PEM), which sidecars trust
+    /// the control plane's certificate by (injected as $REMORA_CONTROL_PLANE_CA). The webhook
+    /// uses its own CA's bundle when this is left out.
+    #[arg(long, value_name = "FILE")]
+    sidecar_control_plane_ca: Option<PathBuf>,
 }
 
 impl InjectArgs {
-    fn options(&self) -> crate::inject::Options {
-        crate::inject::Options {
+    /// The options, with the control plane's CA read from --sidecar-control-plane-ca, else
+    /// `bundle` (the control plane's own); an https:// control plane without either is an
+    /// error, as its sidecars could not trust it.
+    fn options(&self, bundle: Option<&str>) -> Result<crate::inject::Options, String> {
+        let https = self.sidecar_control_plane.starts_with("https://");
+        let ca = match &self.sidecar_control_plane_ca {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => bundle.map(str::to_owned),
+        };
+        let control_plane_ca = match (https, ca) {
+            (true, None) => {
+                return Err(format!(
+                    "sidecars cannot trust {} without its CA: give \
+                     --sidecar-control-plane-ca FILE (the mesh's ca.crt)",
+                    self.sidecar_control_plane
+                ));
+            }
+            (true, ca) => ca,
+            (false, _) => None,
+        };
+        Ok(crate::inject::Options {
             proxy_image: self.proxy_image.clone(),
             control_plane: self.sidecar_control_plane.clone(),
+            control_plane_ca,
             proxy_uid: crate::inject::PROXY_UID,
-        }
+        })
     }
 }
 
@@ -341,7 +384,14 @@ fn inject_command(
         writeln!(stderr, "remora inject: cannot read {}: {e}", name(file))?;
         return Ok(EXIT_PROBLEMS);
     }
-    match crate::inject::inject_yaml(&text, &args.options()) {
+    let options = match args.options(None) {
+        Ok(o) => o,
+        Err(e) => {
+            writeln!(stderr, "remora inject: {e}")?;
+            return Ok(EXIT_PROBLEMS);
+        }
+    };
+    match crate::inject::inject_yaml(&text, &options) {
         Ok((out, report)) => {
             for (object, outcome) in report {
                 writeln!(stderr, "{object}: {outcome:?}")?;
@@ -383,14 +433,24 @@ fn control_plane(args: ControlPlaneArgs, stderr: &mut dyn Write) -> io::Result<u
             return Ok(EXIT_PROBLEMS);
         }
     };
-    let webhook = args.webhook_listen.map(|listen| crate::webhook::Options {
-        listen,
-        dns_names: args.webhook_dns_name.clone(),
-        inject: args.inject.options(),
-    });
+    let webhook = match args.webhook_listen {
+        None => None,
+        Some(listen) => match args.inject.options(ca.as_ref().map(Ca::trust_bundle)) {
+            Ok(inject) => Some(crate::webhook::Options {
+                listen,
+                dns_names: args.webhook_dns_name.clone(),
+                inject,
+            }),
+            Err(e) => {
+                writeln!(stderr, "remora control-plane: {e}")?;
+                return Ok(EXIT_PROBLEMS);
+            }
+        },
+    };
     let options = crate::server::Options {
         config_dir: args.config_dir,
         listen: args.listen,
+        listen_tls: args.listen_tls.map(|a| (a, args.server_name.clone())),
         admin: args.admin,
         write_addrs: args.write_addrs,
         ca,

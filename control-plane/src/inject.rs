@@ -45,6 +45,9 @@ pub struct Options {
     pub proxy_image: String,
     /// The control plane, as sidecars reach it.
     pub control_plane: String,
+    /// For an https:// control plane: the roots its certificate chains to (PEM), given to
+    /// the sidecar as `$REMORA_CONTROL_PLANE_CA`.
+    pub control_plane_ca: Option<String>,
     /// The proxy's UID: the capture rules let its own traffic out unredirected.
     pub proxy_uid: u64,
 }
@@ -53,7 +56,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             proxy_image: "ghcr.io/remora-mesh/remora-proxy:0.1.0".into(),
-            control_plane: "http://remora-control-plane.remora-system.svc:15010".into(),
+            control_plane: "https://remora-control-plane.remora-system.svc:15012".into(),
+            control_plane_ca: None,
             proxy_uid: PROXY_UID,
         }
     }
@@ -63,6 +67,10 @@ impl Default for Options {
 /// upstreams are not redirected back to itself). Istio uses 1337 and Linkerd 2102; any fixed,
 /// non-root UID works.
 pub const PROXY_UID: u64 = 2102;
+
+/// Where the sidecar reads the control plane's CA (PEM) for an https:// control plane; the
+/// proxy's `remora_proxy::cli::CONTROL_PLANE_CA_ENV`.
+pub const CONTROL_PLANE_CA_ENV: &str = "REMORA_CONTROL_PLANE_CA";
 
 pub const INBOUND_PORT: u16 = 15006;
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -264,6 +272,15 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
         proxy_args.push("--opaque-ports".to_owned());
         proxy_args.push(opaque.join(","));
     }
+    let mut env = json!([
+        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+        { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+        { "name": "SERVICE_ACCOUNT", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
+    ]);
+    if let (Some(ca), Some(list)) = (&options.control_plane_ca, env.as_array_mut()) {
+        // The sidecar trusts the control plane's certificate by this (`--control-plane https://`).
+        list.push(json!({ "name": CONTROL_PLANE_CA_ENV, "value": ca }));
+    }
     let proxy = json!({
         "name": "remora-proxy",
         "image": options.proxy_image,
@@ -271,11 +288,7 @@ pub fn inject_template(template: &mut Value, owner: &str, options: &Options) -> 
         // waited for when a Job's containers finish.
         "restartPolicy": "Always",
         "args": proxy_args,
-        "env": [
-            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-            { "name": "POD_NAMESPACE", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
-            { "name": "SERVICE_ACCOUNT", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
-        ],
+        "env": env,
         "ports": [ { "name": "remora-status", "containerPort": STATUS_PORT } ],
         // The app's containers start once this passes: the proxy has its config.
         "startupProbe": {

@@ -18,6 +18,7 @@ pub mod server;
 pub mod sidecars;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod token_review;
 pub mod tokens;
 pub mod webhook;

@@ -53,6 +53,8 @@ pub struct Options {
     /// Who may ask for which identity (`--bootstrap-tokens`); `None`: nobody, every
     /// certificate request is refused.
     pub tokens: Option<Tokens>,
+    /// The sidecars' API over TLS too, here, with a certificate from the CA for these names.
+    pub listen_tls: Option<(SocketAddr, Vec<String>)>,
     /// The injection webhook, if served (it needs the CA for its certificate).
     pub webhook: Option<crate::webhook::Options>,
     /// Kubernetes service-account tokens as credentials, checked by TokenReview.
@@ -100,6 +102,25 @@ async fn serve(options: Options) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {} (admin): {e}", options.admin))?;
     let (api_addr, admin_addr) = (local(&api)?, local(&admin)?);
+    let api_tls = match (&options.listen_tls, &options.ca) {
+        (None, _) => None,
+        (Some((addr, names)), Some(ca)) => {
+            let config = crate::tls::server_config(ca, names, &[b"h2"])
+                .map_err(|e| format!("--listen-tls: {e}"))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (TLS): {e}"))?;
+            tracing::info!(listen_tls = %local(&listener)?, ?names, "sidecar API over TLS up");
+            Some((listener, tokio_rustls::TlsAcceptor::from(config)))
+        }
+        (Some(_), None) => {
+            return Err("--listen-tls needs the CA (for its certificate); drop --no-ca".into());
+        }
+    };
+    let tls_addr = match &api_tls {
+        Some((l, _)) => Some(local(l)?),
+        None => None,
+    };
     let webhook_addr = match (options.webhook, &options.ca) {
         (None, _) => None,
         (Some(w), Some(ca)) => Some(crate::webhook::start(w, ca, metrics.clone()).await?),
@@ -115,6 +136,7 @@ async fn serve(options: Options) -> Result<(), String> {
             "listen": api_addr.to_string(),
             "admin": admin_addr.to_string(),
             "webhook": webhook_addr.map(|a| a.to_string()),
+            "listen_tls": tls_addr.map(|a| a.to_string()),
         });
         // Written aside and renamed, so a reader never sees half of it.
         let tmp = path.with_extension("tmp");
@@ -134,8 +156,11 @@ async fn serve(options: Options) -> Result<(), String> {
     });
     tokio::spawn(track_pushes(state.clone(), store.published));
     tokio::spawn(tick(state.clone()));
-    tokio::spawn(accept(admin, state.clone(), false));
-    accept(api, state, true).await;
+    tokio::spawn(accept(admin, state.clone(), false, None));
+    if let Some((listener, acceptor)) = api_tls {
+        tokio::spawn(accept(listener, state.clone(), true, Some(acceptor)));
+    }
+    accept(api, state, true, None).await;
     Ok(())
 }
 
@@ -167,7 +192,13 @@ async fn tick(state: Arc<State>) {
     }
 }
 
-async fn accept(listener: TcpListener, state: Arc<State>, api: bool) {
+/// Serves `listener`: the sidecars' API or the admin endpoints, over TLS with `tls`.
+async fn accept(
+    listener: TcpListener,
+    state: Arc<State>,
+    api: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -179,6 +210,7 @@ async fn accept(listener: TcpListener, state: Arc<State>, api: bool) {
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
@@ -190,7 +222,20 @@ async fn accept(listener: TcpListener, state: Arc<State>, api: bool) {
                 }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            match tls {
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), handshake).await
+                    else {
+                        return;
+                    };
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
         });
     }
 }

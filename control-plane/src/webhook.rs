@@ -13,8 +13,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use crate::ca::Ca;
@@ -34,27 +32,9 @@ pub struct Options {
 
 /// Binds and serves until the process ends. Returns the bound address.
 pub async fn start(options: Options, ca: &Ca, metrics: Arc<Metrics>) -> Result<SocketAddr, String> {
-    let (chain, key) = ca
-        .serving_certificate(
-            &options.dns_names,
-            std::time::SystemTime::now(),
-            &mut crate::ca::os_rng(),
-        )
-        .map_err(|e| format!("webhook certificate: {e}"))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("webhook certificate: {e}"))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("webhook key: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("webhook certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let config = crate::tls::server_config(ca, &options.dns_names, &[b"h2", b"http/1.1"])
+        .map_err(|e| format!("webhook: {e}"))?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (webhook): {e}", options.listen))?;

@@ -584,6 +584,7 @@ fn start_server_with(
     let options = remora_control_plane::server::Options {
         config_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/mesh"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        listen_tls: None,
         admin: "127.0.0.1:0".parse().unwrap(),
         write_addrs: Some(addrs.clone()),
         ca,

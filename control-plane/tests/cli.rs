@@ -187,3 +187,46 @@ fn schema_prints_the_json_schema() {
     );
     assert!(schema["definitions"]["Listener"]["properties"]["address"].is_object());
 }
+
+/// `remora inject` points sidecars at the control plane's TLS port, so it needs the root
+/// they will trust it by; with it, the root is in each sidecar's environment. A plaintext
+/// (http://) control plane needs none.
+#[test]
+fn inject_needs_the_control_planes_ca_for_https_and_hands_it_to_the_sidecar() {
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: { name: web }\nspec:\n  containers: [{ name: web, image: example/web:1 }]\n";
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBroot\n-----END CERTIFICATE-----\n";
+    let pod = TempFile::new("inject-ca", "pod.yaml", POD);
+    let ca = TempFile::new("inject-ca", "ca.crt", PEM);
+
+    let out = remora(&["inject", pod.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--sidecar-control-plane-ca"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing half-injected is written");
+
+    let out = remora(&[
+        "inject",
+        "--sidecar-control-plane-ca",
+        ca.path(),
+        pod.path(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("REMORA_CONTROL_PLANE_CA"), "{text}");
+    assert!(text.contains("MIIBroot"), "{text}");
+    assert!(
+        text.contains("https://remora-control-plane.remora-system.svc:15012"),
+        "{text}"
+    );
+
+    let plaintext = "http://remora-control-plane.remora-system.svc:15010";
+    let out = remora(&["inject", "--sidecar-control-plane", plaintext, pod.path()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("REMORA_CONTROL_PLANE_CA"), "{text}");
+}

@@ -23,10 +23,17 @@ pub struct Args {
     #[arg(long, short, value_name = "FILE", conflicts_with_all = ["listen", "upstream", "admin", "status", "control_plane"])]
     pub config: Option<PathBuf>,
 
-    /// Take the config from this control plane (http://HOST:PORT) instead of a file; the
-    /// proxy is ready once the first version is applied. Needs --node and --service.
+    /// Take the config from this control plane (http://HOST:PORT, or https://HOST:PORT with
+    /// --control-plane-ca) instead of a file; the proxy is ready once the first version is
+    /// applied. Needs --node and --service.
     #[arg(long, value_name = "URL", requires_all = ["node", "service"], conflicts_with = "listen")]
     pub control_plane: Option<String>,
+
+    /// Control-plane mode, https://: the roots (PEM) the control plane's certificate must
+    /// chain to, for HOST. Without it, the PEM text in $REMORA_CONTROL_PLANE_CA (as
+    /// injection sets it).
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    pub control_plane_ca: Option<PathBuf>,
 
     /// Control-plane mode: this sidecar's name, unique in the mesh (in Kubernetes, the pod's).
     #[arg(long, value_name = "NAME", requires = "control_plane")]
@@ -280,6 +287,9 @@ pub fn main() -> ExitCode {
 const DEFAULT_SIDECAR_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 
+/// Where an injected sidecar finds the control plane's CA (PEM text) for https://.
+pub const CONTROL_PLANE_CA_ENV: &str = "REMORA_CONTROL_PLANE_CA";
+
 /// The control-plane client's settings, in control-plane mode.
 fn control_plane_options(
     args: &Args,
@@ -288,8 +298,29 @@ fn control_plane_options(
     let Some(url) = &args.control_plane else {
         return Ok(None);
     };
+    let (address, https) = crate::control::parse_address(url)?;
+    let tls = match (https, &args.control_plane_ca) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err("--control-plane-ca is for an https:// control plane".into());
+        }
+        (true, file) => {
+            let pem = match file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                None => std::env::var(CONTROL_PLANE_CA_ENV).map_err(|_| {
+                    format!(
+                        "an https:// control plane needs its CA: --control-plane-ca FILE, or \
+                         the PEM in ${CONTROL_PLANE_CA_ENV}"
+                    )
+                })?,
+            };
+            Some(crate::control::ControlTls::new(&address, &pem)?)
+        }
+    };
     Ok(Some(crate::control::Options {
-        address: crate::control::parse_address(url)?,
+        address,
+        tls,
         node: args.node.clone().unwrap_or_default(),
         service: args.service.clone().unwrap_or_default(),
         namespace: args.namespace.clone(),

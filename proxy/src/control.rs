@@ -11,6 +11,7 @@
 //! for as long as that lasts, and reconnects with jittered exponential backoff.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +51,8 @@ pub struct Options {
     pub node: String,
     pub service: String,
     pub namespace: String,
+    /// `https://`: TLS, verified against the control plane's CA.
+    pub tls: Option<ControlTls>,
     /// Bind the inbound/outbound listeners here instead (several sidecars on one host).
     pub inbound: Option<SocketAddr>,
     pub outbound: Option<SocketAddr>,
@@ -105,16 +108,41 @@ impl Options {
     }
 }
 
-/// `http://host:port` or `host:port`, as the `--control-plane` flag takes it.
-pub fn parse_address(url: &str) -> Result<String, String> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+/// `http://host:port`, `https://host:port` or `host:port`, as the `--control-plane` flag
+/// takes it: the address, and whether it is TLS.
+pub fn parse_address(url: &str) -> Result<(String, bool), String> {
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
     let rest = rest.trim_end_matches('/');
-    if url.starts_with("https://") {
-        return Err("https to the control plane is not supported yet; use http://".into());
-    }
     match rest.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest.into()),
-        _ => Err(format!("'{url}' is not http://HOST:PORT")),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok((rest.into(), tls))
+        }
+        _ => Err(format!("'{url}' is not http[s]://HOST:PORT")),
+    }
+}
+
+/// TLS to the control plane: the client config (its roots) and the name its certificate must
+/// have (the host of `https://HOST:PORT`).
+#[derive(Debug, Clone)]
+pub struct ControlTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl ControlTls {
+    /// For `address` (`host:port`), trusting `roots_pem`.
+    pub fn new(address: &str, roots_pem: &str) -> Result<ControlTls, String> {
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let server_name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("'{host}' cannot be checked against a certificate: {e}"))?;
+        Ok(ControlTls {
+            config: crate::tls::control_plane_client(roots_pem)?,
+            server_name,
+        })
     }
 }
 
@@ -130,6 +158,7 @@ pub async fn run(
         let (first_tx, first) = oneshot::channel();
         tokio::spawn(keep_identity(
             options.address.clone(),
+            options.tls.clone(),
             options.namespace.clone(),
             identity,
             first_tx,
@@ -176,7 +205,7 @@ async fn session(
     state: &mut Watch,
     failures: &mut u32,
 ) -> Result<(), String> {
-    let mut sender = connect(&options.address).await?;
+    let mut sender = connect(&options.address, options.tls.as_ref()).await?;
     // Health reports go on their own streams of the same connection, beside the held watch.
     let reporter = tokio::spawn(report_health(
         sender.clone(),
@@ -339,7 +368,7 @@ async fn report_health(
     }
 }
 
-async fn connect(address: &str) -> Result<Sender, String> {
+async fn connect(address: &str, tls: Option<&ControlTls>) -> Result<Sender, String> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
         .await
         .map_err(|e| format!("cannot resolve {address}: {e}"))?
@@ -350,24 +379,44 @@ async fn connect(address: &str) -> Result<Sender, String> {
         match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                let (sender, conn) = hyper::client::conn::http2::handshake(
-                    TokioExecutor::new(),
-                    TokioIo::new(stream),
-                )
-                .await
-                .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "control plane connection closed");
+                return match tls {
+                    None => handshake(stream, addr).await,
+                    Some(tls) => {
+                        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                        let name = tls.server_name.clone();
+                        let stream = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            connector.connect(name, stream),
+                        )
+                        .await
+                        .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                        handshake(stream, addr).await
                     }
-                });
-                return Ok(sender);
+                };
             }
             Ok(Err(e)) => last = format!("cannot connect to {addr}: {e}"),
             Err(_) => last = format!("connecting to {addr} timed out"),
         }
     }
     Err(last)
+}
+
+/// HTTP/2 on a connected stream (plain or TLS), its connection driven by a task of its own.
+async fn handshake<S>(stream: S, addr: SocketAddr) -> Result<Sender, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "control plane connection closed");
+        }
+    });
+    Ok(sender)
 }
 
 async fn post(
@@ -412,6 +461,7 @@ async fn post_json<T: serde::Serialize>(
 /// once the first one is in, or the first attempt failed (the watch then starts anyway).
 async fn keep_identity(
     address: String,
+    control_tls: Option<ControlTls>,
     namespace: String,
     identity: IdentityOptions,
     first: oneshot::Sender<()>,
@@ -420,7 +470,8 @@ async fn keep_identity(
     let mut first = Some(first);
     let mut failures = 0u32;
     loop {
-        let wait = match request_certificate(&address, &namespace, &identity).await {
+        let asked = request_certificate(&address, control_tls.as_ref(), &namespace, &identity);
+        let wait = match asked.await {
             Ok(workload) => {
                 failures = 0;
                 // Counted from now, not from `not_before`: the CA backdates that a minute for
@@ -466,6 +517,7 @@ async fn keep_identity(
 /// One CSR, on a connection of its own (rare: once per lifetime).
 async fn request_certificate(
     address: &str,
+    tls: Option<&ControlTls>,
     namespace: &str,
     identity: &IdentityOptions,
 ) -> Result<std::sync::Arc<crate::tls::Workload>, String> {
@@ -476,7 +528,7 @@ async fn request_certificate(
         service_account: identity.service_account.clone(),
         csr,
     };
-    let mut sender = connect(address).await?;
+    let mut sender = connect(address, tls).await?;
     let (status, body) = post_json(&mut sender, address, CERTIFICATE_PATH, &request).await?;
     if status != hyper::StatusCode::OK {
         let text = String::from_utf8_lossy(&body);
@@ -506,14 +558,18 @@ mod tests {
     fn addresses_are_host_and_port() {
         assert_eq!(
             parse_address("http://127.0.0.1:15010").unwrap(),
-            "127.0.0.1:15010"
+            ("127.0.0.1:15010".into(), false)
         );
         assert_eq!(
             parse_address("remora.remora-system.svc:15010/").unwrap(),
-            "remora.remora-system.svc:15010"
+            ("remora.remora-system.svc:15010".into(), false)
+        );
+        assert_eq!(
+            parse_address("https://remora.remora-system.svc:15012").unwrap(),
+            ("remora.remora-system.svc:15012".into(), true)
         );
         assert!(parse_address("http://nohost").is_err());
-        assert!(parse_address("https://cp:443").is_err());
+        assert!(parse_address("https://nohost").is_err());
     }
 
     /// Reconnects spread over [0, cap], the cap doubling from 100 ms up to 10 s.
@@ -566,6 +622,7 @@ services:
         let mut config = mesh.service("web").unwrap().config.clone();
         let options = Options {
             address: "cp:15010".into(),
+            tls: None,
             node: "web-1".into(),
             service: "web".into(),
             namespace: "default".into(),

@@ -276,9 +276,18 @@ impl ControlPlaneProcess {
     /// Where `--webhook-listen` bound (port 0 resolved), from its addrs file; `None` without a
     /// webhook.
     pub fn webhook(&self) -> Option<SocketAddr> {
+        self.written_addr("webhook")
+    }
+
+    /// Where `--listen-tls` bound (port 0 resolved); `None` without it.
+    pub fn listen_tls(&self) -> Option<SocketAddr> {
+        self.written_addr("listen_tls")
+    }
+
+    fn written_addr(&self, key: &str) -> Option<SocketAddr> {
         let text = std::fs::read_to_string(self.own.path().join("addrs.json")).ok()?;
         let doc: Value = serde_json::from_str(&text).ok()?;
-        doc["webhook"].as_str()?.parse().ok()
+        doc[key].as_str()?.parse().ok()
     }
 
     /// What sidecars are given as `--control-plane`.

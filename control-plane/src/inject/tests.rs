@@ -323,3 +323,28 @@ fn opaque_ports_become_a_proxy_flag_and_junk_is_dropped() {
     let args = proxy_args(&pod("none"));
     assert!(!args.iter().any(|a| a == "--opaque-ports"), "{args:?}");
 }
+
+#[test]
+fn an_https_control_plane_comes_with_its_ca_for_the_sidecar() {
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let options = Options {
+        control_plane_ca: Some(PEM.into()),
+        ..Options::default()
+    };
+    assert!(
+        options.control_plane.starts_with("https://"),
+        "TLS by default"
+    );
+    let (out, _) = inject_yaml(MIXED, &options).unwrap();
+    let d = docs(&out);
+    let proxy = &d[1]["spec"]["template"]["spec"]["initContainers"][1];
+    let env = proxy["env"].as_array().unwrap();
+    let ca = env
+        .iter()
+        .find(|e| e["name"] == CONTROL_PLANE_CA_ENV)
+        .expect("the CA in the sidecar's environment");
+    assert_eq!(ca["value"], PEM);
+    let args = proxy["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--control-plane").unwrap();
+    assert_eq!(args[at + 1], options.control_plane.as_str());
+}

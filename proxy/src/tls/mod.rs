@@ -104,6 +104,30 @@ pub fn global() -> &'static TlsState {
     STATE.get_or_init(TlsState::new)
 }
 
+/// A client config for the control plane's TLS listener: the server's certificate must chain
+/// to one of `roots_pem` (the mesh's root, PEM) for the name dialled; ALPN h2; no client
+/// certificate (the sidecar proves who it is with its token, inside).
+pub fn control_plane_client(roots_pem: &str) -> Result<Arc<ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("the control plane's CA: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("the control plane's CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the control plane's CA holds no certificate".into());
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
 fn provider() -> Arc<CryptoProvider> {
     // ring's suites are TLS 1.3's three and, for TLS 1.2, only ECDHE with AES-GCM or
     // ChaCha20-Poly1305: exactly what the issue allows.

@@ -25,6 +25,7 @@ use remora_tests::mtls::{MeshPki, spiffe_id};
 use remora_tests::{Behaviour, ControlPlaneProcess, MeshDir, Upstream, free_addrs};
 
 mod authorization;
+mod control_tls;
 mod handshakes;
 mod health;
 mod identity;

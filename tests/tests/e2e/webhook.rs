@@ -121,10 +121,28 @@ fn the_webhook_answers_admission_reviews_over_tls_as_the_library_injects() {
     let mut pod = read("pod-create.json")["request"]["object"].clone();
     let before = pod.clone();
     apply(&mut pod, patch.as_array().unwrap());
+    // The sidecar dials the control plane's TLS port and trusts the mesh root, which the
+    // webhook puts in its environment.
+    let env = pod["spec"]["initContainers"][1]["env"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let given = env
+        .iter()
+        .find(|e| e["name"] == inject::CONTROL_PLANE_CA_ENV)
+        .and_then(|e| e["value"].as_str())
+        .expect("the control plane's CA in the sidecar's environment")
+        .to_owned();
+    let root = std::fs::read_to_string(&ca).unwrap();
+    assert_eq!(given.trim(), root.trim(), "the mesh root");
     // The same function as `remora inject`: the owner is the generateName's stem.
+    let options = Options {
+        control_plane_ca: Some(given),
+        ..Options::default()
+    };
     let mut expected = before.clone();
     assert_eq!(
-        inject::inject_template(&mut expected, "web-6c9f8d7b5d", &Options::default()),
+        inject::inject_template(&mut expected, "web-6c9f8d7b5d", &options),
         Outcome::Injected
     );
     assert_eq!(pod, expected, "the patched pod is what the library makes");
