@@ -97,19 +97,19 @@ http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
         .collect()
 }
 
-/// Waits until the world's HTTP server on port 9090 answers.
-fn wait_world_http(world: &Netns, world_ip: &str) {
-    remora_tests::wait_for(
-        "the world's servers",
-        std::time::Duration::from_secs(20),
-        || {
-            let out = world.run(
-                "curl",
-                &["-s", "-m", "1", &format!("http://{world_ip}:9090/up")],
-            );
-            out.status.success().then_some(())
-        },
-    );
+/// Waits until the world's HTTP servers on `ports` answer.
+fn wait_world_http(world: &Netns, world_ip: &str, ports: &[u16]) {
+    for port in ports {
+        remora_tests::wait_for(
+            &format!("the world's server on {port}"),
+            std::time::Duration::from_secs(20),
+            || {
+                let url = format!("http://{world_ip}:{port}/up");
+                let out = world.run("curl", &["-s", "-m", "1", &url]);
+                out.status.success().then_some(())
+            },
+        );
+    }
 }
 
 /// `curl` in the pod as the app's UID: what the app would get.
@@ -217,7 +217,7 @@ fn the_app_calls_by_ip_and_the_transparent_sidecar_routes_passes_through_or_bypa
         ),
         &["--exclude-outbound-ports", "5432"],
     );
-    wait_world_http(&world, &world_ip);
+    wait_world_http(&world, &world_ip, &[8080, 9090, 5432]);
 
     // A mesh destination, by IP: through the proxy's route.
     let meshed = app_get(&pod, &format!("http://{world_ip}:8080/hello"));
@@ -289,6 +289,26 @@ socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_foreve
         .collect()
 }
 
+/// Waits until each of the world's greeters on `ports` says hello.
+fn wait_greeters(world: &Netns, world_ip: &str, ports: &[u16]) {
+    for port in ports {
+        remora_tests::wait_for(
+            &format!("the world's greeter on {port}"),
+            std::time::Duration::from_secs(20),
+            || {
+                let probe = format!(
+                    "import socket; socket.create_connection(('{world_ip}', {port}), timeout=1).recv(5)"
+                );
+                world
+                    .run("python3", &["-c", &probe])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+    }
+}
+
 /// The app's side of a server-speaks-first exchange, as UID 1000 in `pod`: connect to
 /// `addr:port`, wait up to `wait` seconds for the greeting, send `ping`, read it back. Prints
 /// what it got, or `silent` if no greeting came.
@@ -342,17 +362,7 @@ fn an_opaque_port_of_a_mesh_destination_carries_a_server_speaks_first_protocol()
         ),
         &[],
     );
-    remora_tests::wait_for(
-        "the world's greeters",
-        std::time::Duration::from_secs(20),
-        || {
-            let out = world.run(
-                "python3",
-                &["-c", &format!("import socket; socket.create_connection(('{world_ip}', 3307), timeout=1).recv(5)")],
-            );
-            out.status.success().then_some(())
-        },
-    );
+    wait_greeters(&world, &world_ip, &[3306, 3307, 3308]);
 
     for _ in 0..4 {
         // Always the endpoint the app chose (the cluster has another on 3308).
@@ -392,11 +402,13 @@ fn inbound_calls_to_each_port_of_the_pod_reach_that_port() {
         let url = format!("http://{pod_ip}:{port}{path}");
         String::from_utf8_lossy(&world.run("curl", &["-s", "-m", "5", &url]).stdout).into_owned()
     };
-    remora_tests::wait_for("the pod's apps", std::time::Duration::from_secs(20), || {
-        world_get(9090, "/up")
-            .starts_with("world:9090")
-            .then_some(())
-    });
+    for port in [8080, 9090] {
+        remora_tests::wait_for("the pod's apps", std::time::Duration::from_secs(20), || {
+            world_get(port, "/up")
+                .starts_with(&format!("world:{port}"))
+                .then_some(())
+        });
+    }
     let connections = || {
         metric(
             &pod,
@@ -443,7 +455,8 @@ fn http_to_outside_the_mesh_is_proxied_when_passthrough_is_http() {
         ),
         &[],
     );
-    wait_world_http(&world, &world_ip);
+    wait_world_http(&world, &world_ip, &[9090]);
+    wait_greeters(&world, &world_ip, &[3307]);
 
     // Outside the mesh, in HTTP: through the proxy, to where the app sent it.
     for path in ["/one", "/two"] {

@@ -168,6 +168,20 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
             },
         );
     }
+    // B's apps, from inside B over loopback (which the rules leave alone).
+    for port in [8080, 5432, 9090] {
+        wait_for(
+            &format!("pod b's app on {port}"),
+            Duration::from_secs(30),
+            || {
+                let url = format!("http://127.0.0.1:{port}/up");
+                b.run("curl", &["-s", "-m", "1", &url])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+    }
     // The wire, at pod B: count packets arriving with each path marker in them. A call that
     // crossed in plaintext would match; TLS records never do.
     // (Only on B's link to the bridge: inside B, its sidecar hands the app plaintext over lo.)
