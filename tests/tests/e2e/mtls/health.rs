@@ -29,9 +29,12 @@ async fn health_checks_to_a_strict_mtls_peer_pass_through_mtls() {
         ),
     );
     let cp = mesh.control_plane("24h");
-    let sc = mesh.sidecars(&cp, &["web", "api"]);
+    // api's sidecar first, listening before web's first check: a check that found nobody
+    // there yet would be a connect failure, which is not what this test is about.
+    let api_sc = mesh.sidecars(&cp, &["api"]).remove(0);
+    let web_sc = mesh.sidecars(&cp, &["web"]).remove(0);
     cp.wait_synced(&["web-1", "api-1"], None);
-    let (web_sc, api_sc) = (&sc[0], &sc[1]);
+    let (web_sc, api_sc) = (&web_sc, &api_sc);
 
     // Four checks: long enough for two failures in a row to mark api unhealthy. (A check
     // keeps its connection, so they may share a handshake.)
