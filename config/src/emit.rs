@@ -597,7 +597,7 @@ fn authorization(a: &model::Authorization) -> raw::Authorization {
                     unauthenticated: r.unauthenticated.then(|| Item::new(true)),
                 })
             });
-            let to = r.has_to().then(|| {
+            let to = (r.has_to() || !r.ports.is_empty()).then(|| {
                 Item::new(raw::AuthzTo {
                     paths: (!r.paths.is_empty()).then(|| {
                         list(&r.paths, |p| match p {
@@ -608,6 +608,7 @@ fn authorization(a: &model::Authorization) -> raw::Authorization {
                     }),
                     methods: (!r.methods.is_empty())
                         .then(|| list(&r.methods, |m| m.as_str().to_owned())),
+                    ports: (!r.ports.is_empty()).then(|| list(&r.ports, |p| u32::from(*p))),
                 })
             });
             raw::AuthzRule {

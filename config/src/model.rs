@@ -193,6 +193,8 @@ pub struct AuthzRule {
     pub paths: Vec<PathPattern>,
     /// Empty: any method.
     pub methods: Vec<Method>,
+    /// Empty: any port. Otherwise the connection's (original) destination port is one.
+    pub ports: Vec<u16>,
 }
 
 impl AuthzRule {
@@ -204,6 +206,12 @@ impl AuthzRule {
     /// Whether it says anything about the request (such a rule never matches opaque TCP).
     pub fn has_to(&self) -> bool {
         !self.paths.is_empty() || !self.methods.is_empty()
+    }
+
+    /// Whether it applies to a connection for `port` (`None`: not known, which only a rule
+    /// without ports matches).
+    pub fn covers_port(&self, port: Option<u16>) -> bool {
+        self.ports.is_empty() || port.is_some_and(|p| self.ports.contains(&p))
     }
 }
 

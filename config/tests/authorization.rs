@@ -13,7 +13,7 @@ listeners:
     authorization:
       rules:
         - action: deny
-          to: { paths: [/admin, /admin/*] }
+          to: { paths: [/admin, /admin/*], ports: [8080] }
         - action: allow
           from: { identities: [spiffe://cluster.local/ns/shop/sa/web, spiffe://cluster.local/ns/ops/*] }
           to: { methods: [get, POST] }
@@ -35,6 +35,7 @@ fn rules_load_as_written_and_read_back() {
     let rules = &l.authorization.as_ref().unwrap().rules;
     assert_eq!(rules.len(), 3);
     assert!(!rules[0].allow);
+    assert_eq!(rules[0].ports, [8080]);
     assert_eq!(
         rules[0].paths,
         [
@@ -88,7 +89,7 @@ listeners:
         - to: { paths: [admin, /a/*/b, /x/../y] }
         - action: allow
           from: { identities: [spiffe://td/ns/shop/sa/web/, spiffe://td/ns/*, web] }
-          to: { methods: [\"G T\"] }
+          to: { methods: [\"G T\"], ports: [0, 8080, 8080] }
     routes:
       - cluster: api
 clusters:
@@ -107,6 +108,8 @@ clusters:
         "t.yaml:8:61: listeners[0].authorization.rules[1].from.identities[1]: 'spiffe://td/ns/*' is not a trust domain or namespace prefix",
         "t.yaml:8:79: listeners[0].authorization.rules[1].from.identities[2]: 'web' is not a spiffe:// URI",
         "t.yaml:9:27: listeners[0].authorization.rules[1].to.methods[0]: 'G T' is not an HTTP method",
+        "t.yaml:9:43: listeners[0].authorization.rules[1].to.ports[0]: 0 is not a TCP port; expected 1 to 65535",
+        "t.yaml:9:52: listeners[0].authorization.rules[1].to.ports[2]: port 8080 is listed twice",
         "t.yaml:14:23: clusters[0].mtls.identity: 'spiffe://td/web' is not spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>",
     ] {
         assert!(

@@ -3,8 +3,9 @@
 //!
 //! A request matching a deny rule is refused; otherwise, when there are allow rules, it must
 //! match one of them. On opaque TCP, where paths and methods cannot be seen, a deny rule
-//! applies whatever its `to` says, and an allow rule only when it says nothing about the
-//! request: in doubt, closed.
+//! applies whatever its paths and methods say, and an allow rule only when it says nothing
+//! about them: in doubt, closed. Ports are known for both (the connection's original
+//! destination port, else the listener's): a rule with `ports` applies to those only.
 
 use std::borrow::Cow;
 
@@ -19,14 +20,20 @@ pub struct AuthzRt {
 }
 
 impl AuthzRt {
-    /// Checks a request; counts a refusal.
-    pub fn check_request(&self, caller: Option<&str>, path: &str, method: &Method) -> bool {
-        self.count(allowed(&self.rules, caller, Some((path, method))))
+    /// Checks a request on a connection for `port`; counts a refusal.
+    pub fn check_request(
+        &self,
+        caller: Option<&str>,
+        path: &str,
+        method: &Method,
+        port: Option<u16>,
+    ) -> bool {
+        self.count(allowed(&self.rules, caller, Some((path, method)), port))
     }
 
-    /// Checks an opaque TCP connection; counts a refusal.
-    pub fn check_connection(&self, caller: Option<&str>) -> bool {
-        self.count(allowed(&self.rules, caller, None))
+    /// Checks an opaque TCP connection for `port`; counts a refusal.
+    pub fn check_connection(&self, caller: Option<&str>, port: Option<u16>) -> bool {
+        self.count(allowed(&self.rules, caller, None, port))
     }
 
     fn count(&self, allowed: bool) -> bool {
@@ -38,11 +45,13 @@ impl AuthzRt {
 }
 
 /// Whether `caller` (its SPIFFE ID; `None` unauthenticated) may make `request` (normalized path
-/// and method; `None` for an opaque TCP connection).
+/// and method; `None` for an opaque TCP connection) on a connection for `port` (`None` when
+/// unknown: a deny rule with ports applies then, an allow rule with ports does not).
 pub fn allowed(
     authz: &Authorization,
     caller: Option<&str>,
     request: Option<(&str, &Method)>,
+    port: Option<u16>,
 ) -> bool {
     let from = |r: &AuthzRule| {
         !r.has_from()
@@ -57,11 +66,16 @@ pub fn allowed(
         // Unseen: a deny rule applies, an allow rule only if it asks nothing of the request.
         None => !r.allow || !r.has_to(),
     };
-    if authz.rules.iter().any(|r| !r.allow && from(r) && to(r)) {
+    let deny_port = |r: &AuthzRule| port.is_none() || r.covers_port(port);
+    if authz
+        .rules
+        .iter()
+        .any(|r| !r.allow && from(r) && deny_port(r) && to(r))
+    {
         return false;
     }
     let mut allows = authz.rules.iter().filter(|r| r.allow).peekable();
-    allows.peek().is_none() || allows.any(|r| from(r) && to(r))
+    allows.peek().is_none() || allows.any(|r| from(r) && r.covers_port(port) && to(r))
 }
 
 /// Why a path cannot be normalized: it would mean different things to different servers.
@@ -217,6 +231,7 @@ mod tests {
                 .iter()
                 .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
                 .collect(),
+            ports: Vec::new(),
         }
     }
 
@@ -230,6 +245,7 @@ mod tests {
             a,
             caller,
             Some((&normalized, &Method::from_bytes(method.as_bytes()).unwrap())),
+            Some(8080),
         )
     }
 
@@ -312,22 +328,53 @@ mod tests {
             rules: vec![rule(false, &[WEB], false, &["/admin"], &[])],
         };
         assert!(
-            !allowed(&a, Some(WEB), None),
+            !allowed(&a, Some(WEB), None, None),
             "a deny by path denies opaque TCP"
         );
-        assert!(allowed(&a, Some(OPS), None));
+        assert!(allowed(&a, Some(OPS), None, None));
         let b = Authorization {
             rules: vec![rule(true, &[WEB], false, &["/api/*"], &[])],
         };
         assert!(
-            !allowed(&b, Some(WEB), None),
+            !allowed(&b, Some(WEB), None, None),
             "an allow by path does not admit TCP"
         );
         let c = Authorization {
             rules: vec![rule(true, &[WEB], false, &[], &[])],
         };
-        assert!(allowed(&c, Some(WEB), None));
-        assert!(!allowed(&c, Some(WEB2), None));
-        assert!(!allowed(&c, None, None));
+        assert!(allowed(&c, Some(WEB), None, None));
+        assert!(!allowed(&c, Some(WEB2), None, None));
+        assert!(!allowed(&c, None, None, None));
+    }
+
+    /// `ports` scopes a rule: a path rule on the HTTP port leaves the pod's other ports (as
+    /// opaque TCP) alone, a port-only rule applies to connections and requests alike, and an
+    /// unknown port meets every deny (in doubt, closed) and no allow that names ports.
+    #[test]
+    fn ports_scope_a_rule_to_the_connections_for_them() {
+        let mut admin = rule(false, &[], false, &["/admin", "/admin/*"], &[]);
+        admin.ports = vec![8080];
+        let mut metrics_from_ops = rule(true, &[OPS], false, &[], &[]);
+        metrics_from_ops.ports = vec![9090];
+        let mut web_on_8080 = rule(true, &[WEB], false, &[], &[]);
+        web_on_8080.ports = vec![8080];
+        let a = Authorization {
+            rules: vec![admin, metrics_from_ops, web_on_8080],
+        };
+        fn get(path: &str) -> Option<(&str, &'static Method)> {
+            Some((path, &Method::GET))
+        }
+        // The HTTP port: web, but not /admin.
+        assert!(allowed(&a, Some(WEB), get("/orders"), Some(8080)));
+        assert!(!allowed(&a, Some(WEB), get("/admin"), Some(8080)));
+        // 9090 as opaque TCP: the /admin rule (8080 only) does not close it; ops may, web not.
+        assert!(allowed(&a, Some(OPS), None, Some(9090)));
+        assert!(!allowed(&a, Some(WEB), None, Some(9090)));
+        // TCP on 8080: the path rule cannot be checked there, so it closes it.
+        assert!(!allowed(&a, Some(WEB), None, Some(8080)));
+        // Port unknown: every deny applies, no allow naming ports does.
+        assert!(!allowed(&a, Some(WEB), get("/admin"), None));
+        assert!(!allowed(&a, Some(WEB), get("/orders"), None));
+        assert!(!allowed(&a, Some(OPS), None, None));
     }
 }

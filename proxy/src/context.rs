@@ -135,6 +135,9 @@ pub struct ConnCtx {
     pub peer_identity: std::sync::OnceLock<HeaderValue>,
     /// Where a connection redirected by iptables was headed (transparent listeners).
     pub original_dst: std::sync::OnceLock<SocketAddr>,
+    /// The port the client dialled (the original destination's when redirected, else the
+    /// listener's), for authorization rules with `ports`; set only on listeners with rules.
+    pub port: std::sync::OnceLock<u16>,
 }
 
 impl ConnCtx {
@@ -156,6 +159,7 @@ impl ConnCtx {
             activity: Arc::new(Activity::new(http)),
             peer_identity: std::sync::OnceLock::new(),
             original_dst: std::sync::OnceLock::new(),
+            port: std::sync::OnceLock::new(),
         }
     }
 

@@ -653,10 +653,18 @@ async fn serve_connection(
         false => None,
     };
     // The port the client connected to: the original destination's, when redirected.
-    let opaque = !rt.opaque_ports.is_empty()
-        && redirected
+    let dialled = |stream: &tokio::net::TcpStream| {
+        redirected
             .or_else(|| stream.local_addr().ok())
-            .is_some_and(|a| rt.is_opaque(a.port()));
+            .map(|a| a.port())
+    };
+    let opaque = !rt.opaque_ports.is_empty() && dialled(&stream).is_some_and(|p| rt.is_opaque(p));
+    if rt.normalize_paths
+        && let Some(port) = dialled(&stream)
+    {
+        // Authorization rules may name ports.
+        let _ = ctx.port.set(port);
+    }
     if rt.transparent
         && let Some(dst) = redirected
     {
@@ -764,7 +772,7 @@ pub(crate) async fn serve_port<S>(
 {
     let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
     if let Some(authz) = &rt.authz
-        && !authz.check_connection(caller)
+        && !authz.check_connection(caller, ctx.port.get().copied())
     {
         tracing::debug!(peer = %ctx.peer, ?caller, %to, "not authorized; closing");
         return;

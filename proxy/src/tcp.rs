@@ -50,7 +50,7 @@ pub async fn serve_to<S>(
     }
     let caller = ctx.peer_identity.get().and_then(|v| v.to_str().ok());
     if let Some(authz) = &listener.authz
-        && !authz.check_connection(caller)
+        && !authz.check_connection(caller, ctx.port.get().copied())
     {
         tracing::debug!(peer = %ctx.peer, ?caller, listener = %listener.name, "not authorized; closing");
         return;

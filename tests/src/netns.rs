@@ -41,6 +41,25 @@ impl Netns {
         );
     }
 
+    /// The HTTP status of `GET url` from the namespace (as root), `000` when there was no
+    /// answer (refused, closed, timed out after 5 s).
+    pub fn http_status(&self, url: &str) -> String {
+        let out = self.run(
+            "curl",
+            &[
+                "-s",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `curl -s -m 5 ARGS...` in the namespace as `uid`: what an app running as it would get.
     pub fn curl_as(&self, uid: u32, args: &[&str]) -> Output {
         let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={uid}"));

@@ -64,4 +64,10 @@ pub struct AuthzTo {
     /// Methods, any of: `GET`, `POST`...
     #[serde(skip_serializing_if = "Option::is_none")]
     pub methods: Option<List<String>>,
+    /// The ports the connection was for, any of: the original destination's port when
+    /// iptables redirected it (a sidecar's inbound listener takes every port of the pod), else
+    /// the listener's own. Known for opaque TCP too, so a rule about paths on the HTTP port
+    /// (`ports: [8080], paths: [/admin]`) leaves the pod's other ports alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<List<u32>>,
 }

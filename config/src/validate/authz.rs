@@ -46,8 +46,14 @@ fn rule(cx: &Cx, raw: &raw::AuthzRule, pos: raw::Pos, path: &str) -> Option<mode
         }
         unauthenticated = value(&from.unauthenticated).is_some_and(|(u, _)| *u);
     }
-    let (mut paths, mut methods) = (Vec::new(), Vec::new());
+    let (mut paths, mut methods, mut ports) = (Vec::new(), Vec::new(), Vec::new());
     if let Some((to, _)) = value(&raw.to) {
+        if let Some(list) = &to.ports {
+            match super::listeners::ports(cx, list, &join(path, "to.ports")) {
+                Some(p) => ports = p,
+                None => ok = false,
+            }
+        }
         for (_, p, item) in elements(to.paths.as_ref(), &join(path, "to.paths")) {
             match item.get().and_then(|text| path_pattern(cx, text, item, &p)) {
                 Some(pattern) => paths.push(pattern),
@@ -70,6 +76,7 @@ fn rule(cx: &Cx, raw: &raw::AuthzRule, pos: raw::Pos, path: &str) -> Option<mode
         unauthenticated,
         paths,
         methods,
+        ports,
     })
 }
 

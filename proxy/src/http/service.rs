@@ -129,14 +129,24 @@ async fn forward(
         normalize_path(&mut req)?;
     }
     if let Some(authz) = &listener.authz
-        && !authz.check_request(caller, req.uri().path(), req.method())
+        && !authz.check_request(
+            caller,
+            req.uri().path(),
+            req.method(),
+            ctx.port.get().copied(),
+        )
     {
         return Err(ProxyError::Unauthorized("by the listener's rules"));
     }
     let dst = ctx.original_dst.get().copied();
     let (route, backend) = choose_route(listener, dst, &ctx.shared.metrics, &req, done)?;
     if let Some(authz) = &route.authz
-        && !authz.check_request(caller, req.uri().path(), req.method())
+        && !authz.check_request(
+            caller,
+            req.uri().path(),
+            req.method(),
+            ctx.port.get().copied(),
+        )
     {
         return Err(ProxyError::Unauthorized("by the route's rules"));
     }

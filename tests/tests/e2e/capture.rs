@@ -480,3 +480,53 @@ fn http_to_outside_the_mesh_is_proxied_when_passthrough_is_http() {
         "hello from 3307 / ping"
     );
 }
+
+/// Authorization rules can name ports: a path rule scoped to the app's HTTP port gives 403
+/// there and leaves the pod's other port alone (without `ports` it would close it, since paths
+/// cannot be seen in opaque bytes), and a port-only rule closes connections for its port.
+#[test]
+fn authorization_rules_scoped_to_ports() {
+    let (pod, world, _, pod_ip) = pod_and_world();
+    let _apps = Children(world_servers(&pod, "0.0.0.0", &[8080, 9090, 9091]));
+    let _sidecar = sidecar(
+        &pod,
+        "listeners:\n  - name: inbound\n    address: 0.0.0.0:15006\n    direction: inbound\n    protocol: auto\n    cluster: app\n    follow_original_port: true\n\
+         \x20   routes: [{ name: app, cluster: app }]\n\
+         \x20   authorization:\n      rules:\n\
+         \x20       - { action: deny, to: { ports: [8080], paths: [/admin] } }\n\
+         \x20       - { action: deny, to: { ports: [9091] } }\n\
+         clusters:\n  - name: app\n    endpoints: [{ address: \"127.0.0.1:8080\" }]\n",
+        &[],
+    );
+    // The apps, from inside the pod over loopback (which the rules leave alone).
+    for port in [8080, 9090, 9091] {
+        remora_tests::wait_for("the pod's apps", std::time::Duration::from_secs(20), || {
+            let url = format!("http://127.0.0.1:{port}/up");
+            pod.run("curl", &["-s", "-m", "1", &url])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+    let status =
+        |port: u16, path: &str| world.http_status(&format!("http://{pod_ip}:{port}{path}"));
+    assert_eq!(status(8080, "/orders"), "200");
+    assert_eq!(
+        status(8080, "/admin"),
+        "403",
+        "the path rule on the HTTP port"
+    );
+    assert_eq!(
+        status(9090, "/admin"),
+        "200",
+        "scoped to 8080: 9090 stays open"
+    );
+    assert_eq!(status(9091, "/x"), "000", "closed by the port rule");
+    assert_eq!(
+        metric(
+            &pod,
+            "remora_authz_denied_total{listener=\"inbound\",route=\"\"}"
+        ),
+        2.0
+    );
+}

@@ -311,23 +311,8 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
     );
     // From outside the pod (the control plane's namespace, which has no capture rules): the
     // status port answers probes, and nothing else; the admin port is not there at all.
-    let from_outside = |port: u16, path: &str| -> String {
-        let url = format!("http://{}:{port}{path}", ip(2));
-        let out = cp_ns.run(
-            "curl",
-            &[
-                "-s",
-                "-m",
-                "2",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &url,
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let from_outside =
+        |port: u16, path: &str| cp_ns.http_status(&format!("http://{}:{port}{path}", ip(2)));
     assert_eq!(from_outside(15020, "/ready"), "200");
     assert_eq!(from_outside(15020, "/config"), "404");
     assert_eq!(
