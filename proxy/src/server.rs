@@ -669,13 +669,20 @@ async fn serve_connection(
         && let Some(dst) = redirected
     {
         if !rt.by_destination.contains_key(&dst) {
+            if let Some(cluster) = rt.mesh_hosts.get(&dst.ip()).cloned() {
+                // Another port of a meshed pod: bytes to it, over its cluster's mTLS.
+                ctx.activity.not_http();
+                let to = crate::tcp::To::Address(dst);
+                return crate::tcp::serve_to(ctx, stream, cluster, to, timeouts.idle).await;
+            }
             // Not a destination of the mesh: on its way.
             return pass_through(ctx, stream, rt, dst, timeouts).await;
         }
         if opaque && let Some((cluster, ep)) = rt.endpoint_of(dst) {
             // Bytes for that very endpoint, with its cluster's mTLS.
             ctx.activity.not_http();
-            return crate::tcp::serve_to(ctx, stream, cluster, Some(ep), timeouts.idle).await;
+            let to = crate::tcp::To::Endpoint(ep);
+            return crate::tcp::serve_to(ctx, stream, cluster, to, timeouts.idle).await;
         }
         let _ = ctx.original_dst.set(dst);
     }

@@ -61,6 +61,10 @@ pub struct ListenerRt {
     /// Transparent listeners: for each endpoint of the routes' clusters, the first route (in
     /// config order) that sends to it.
     pub by_destination: HashMap<std::net::SocketAddr, Arc<RouteRt>>,
+    /// Transparent listeners: for each host of an endpoint of the routes' mTLS clusters (a
+    /// meshed pod), that cluster. A captured call to another port of such a host still goes
+    /// over mTLS, as bytes (see [`crate::tcp::To::Address`]).
+    pub mesh_hosts: HashMap<std::net::IpAddr, Arc<ClusterRt>>,
     /// Connections to these ports (the original destination's, when redirected) are opaque
     /// TCP. Sorted.
     pub opaque_ports: Vec<u16>,
@@ -391,15 +395,22 @@ impl Snapshot {
                     },
                 };
                 let mut by_destination = HashMap::new();
+                let mut mesh_hosts = HashMap::new();
                 if l.transparent
                     && let ListenerRtKind::Http(t) | ListenerRtKind::Auto { routes: t, .. } = &kind
                 {
                     for route in t.in_config_order() {
                         for backend in route.backends.iter() {
+                            let mtls = backend.cluster.config.mtls.is_some();
                             for e in backend.cluster.endpoints.iter() {
                                 by_destination
                                     .entry(e.address)
                                     .or_insert_with(|| route.clone());
+                                if mtls {
+                                    mesh_hosts
+                                        .entry(e.address.ip())
+                                        .or_insert_with(|| backend.cluster.clone());
+                                }
                             }
                         }
                     }
@@ -409,6 +420,7 @@ impl Snapshot {
                     direction: l.direction,
                     transparent: l.transparent,
                     by_destination,
+                    mesh_hosts,
                     opaque_ports: l.opaque_ports.clone(),
                     follow_original_port: l.follow_original_port,
                     passthrough: match &l.passthrough {

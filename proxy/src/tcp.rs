@@ -19,17 +19,27 @@ pub async fn serve<S>(ctx: Arc<ConnCtx>, stream: S, cluster: Arc<ClusterRt>, idl
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    serve_to(ctx, stream, cluster, None, idle).await
+    serve_to(ctx, stream, cluster, To::Picked, idle).await
 }
 
-/// [`serve`], to endpoint `fixed` of `cluster` when given (an opaque connection captured on
-/// its way to that endpoint goes there, with the cluster's mTLS: the app chose it), else to
-/// the one the balancer picks.
+/// Where in a cluster an opaque connection goes.
+#[derive(Debug, Clone, Copy)]
+pub enum To {
+    /// The endpoint the balancer picks.
+    Picked,
+    /// This endpoint: a connection captured on its way there goes there (the app chose it).
+    Endpoint(usize),
+    /// This address, another port of one of the cluster's endpoints' hosts: a captured call to
+    /// a meshed pod's port that is not in the config, sent with the cluster's mTLS.
+    Address(std::net::SocketAddr),
+}
+
+/// [`serve`], to where `to` says, with the cluster's mTLS when it has some.
 pub async fn serve_to<S>(
     ctx: Arc<ConnCtx>,
     stream: S,
     cluster: Arc<ClusterRt>,
-    fixed: Option<usize>,
+    to: To,
     idle: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -66,10 +76,12 @@ pub async fn serve_to<S>(
         uri: &http::Uri::from_static("/"),
         client_ip: ctx.peer.ip(),
     };
-    let (ep, _in_flight) = match fixed {
-        Some(ep) => (ep, cluster.health.endpoint(ep).track()),
-        None => match cluster.pick(&input, &mut ThreadRng) {
-            Ok(picked) => (picked.index, picked.in_flight),
+    // The endpoint (for its load and health), unless the address is not one.
+    let (ep, _in_flight) = match to {
+        To::Endpoint(ep) => (Some(ep), Some(cluster.health.endpoint(ep).track())),
+        To::Address(_) => (None, None),
+        To::Picked => match cluster.pick(&input, &mut ThreadRng) {
+            Ok(picked) => (Some(picked.index), Some(picked.in_flight)),
             Err(e) => {
                 tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
                 return;
@@ -83,14 +95,23 @@ pub async fn serve_to<S>(
             return;
         }
     };
-    let addr = cluster.endpoints[ep].address;
+    let addr = match (to, ep) {
+        (To::Address(addr), _) => addr,
+        (_, Some(ep)) => cluster.endpoints[ep].address,
+        (_, None) => return,
+    };
+    let record = |outcome| {
+        if let Some(ep) = ep {
+            cluster.record(ep, outcome, None);
+        }
+    };
     let upstream = match connect::stream(&cluster, addr, None).await {
         Ok(s) => {
-            cluster.record(ep, Outcome::Success, None);
+            record(Outcome::Success);
             s
         }
         Err(e) => {
-            cluster.record(ep, Outcome::GatewayFailure, None);
+            record(Outcome::GatewayFailure);
             tracing::warn!(peer = %ctx.peer, error = %e, "closing TCP connection");
             return;
         }
