@@ -292,25 +292,23 @@ fn sidecar(
             clusters.push(item(cluster));
         }
     }
-    if !routes.is_empty() {
-        listeners.push(item(raw::Listener {
-            name: Some(item("outbound".to_owned())),
-            address: Some(item(def.outbound.to_string())),
-            protocol: Some(item(raw::ListenerProtocol::Http)),
-            direction: Some(item(raw::Direction::Outbound)),
-            routes: Some(item(routes)),
-            // In a pod whose traffic iptables captures, calls arrive here addressed to
-            // wherever the app sent them.
-            transparent: Some(item(true)),
-            passthrough: def.raw.passthrough.clone(),
-            opaque_ports: {
-                opaque.sort_unstable();
-                opaque.dedup();
-                ports_list(&opaque)
-            },
-            ..raw::Listener::default()
-        }));
-    }
+    // Always, calls or none: iptables sends every outbound connection of the pod here, and
+    // what is not for the mesh is passed on.
+    opaque.sort_unstable();
+    opaque.dedup();
+    listeners.push(item(raw::Listener {
+        name: Some(item("outbound".to_owned())),
+        address: Some(item(def.outbound.to_string())),
+        protocol: Some(item(raw::ListenerProtocol::Http)),
+        direction: Some(item(raw::Direction::Outbound)),
+        routes: Some(item(routes)),
+        // In a pod whose traffic iptables captures, calls arrive here addressed to
+        // wherever the app sent them.
+        transparent: Some(item(true)),
+        passthrough: def.raw.passthrough.clone(),
+        opaque_ports: ports_list(&opaque),
+        ..raw::Listener::default()
+    }));
     let config = raw::Config {
         listeners: Some(item(listeners)),
         clusters: Some(item(clusters)),

@@ -361,7 +361,7 @@ clusters: [{name: api}]
     assert_eq!(
         errors(yaml),
         [
-            "t.yaml:2:5: listeners[0]: missing required field 'routes' (an http listener needs at least one route)",
+            "t.yaml:2:5: listeners[0]: missing required field 'routes' (an http listener needs at least one route, unless it is transparent)",
             "t.yaml:3:14: listeners[0].cluster: 'cluster' is for tcp and auto listeners; an http listener sends requests through its routes (or set protocol: tcp)",
             "t.yaml:5:13: listeners[1].routes: an http listener needs at least one route",
             "t.yaml:6:5: listeners[2]: missing required field 'cluster' (a tcp listener forwards connections to one cluster)",

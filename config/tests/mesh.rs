@@ -85,9 +85,17 @@ fn the_example_mesh_is_valid_and_each_sidecar_gets_only_what_it_calls() {
     let origin = web.route_origin("inbound", "inbound").unwrap();
     assert!(origin.ends_with("web.yaml:4"), "{origin}");
 
-    // Payments calls nobody: no outbound listener, no clusters but its own workload.
+    // Payments calls nobody: an outbound listener with no routes (the pod's calls outside
+    // the mesh still go through it), and no clusters but its own workload.
     let payments = mesh.service("payments").unwrap();
-    assert_eq!(payments.config.listeners.len(), 1);
+    assert_eq!(payments.config.listeners.len(), 2);
+    let outbound = &payments.config.listeners[1];
+    assert!(outbound.transparent);
+    assert!(
+        matches!(&outbound.kind, ListenerKind::Http { routes } if routes.is_empty()),
+        "{:?}",
+        outbound.kind
+    );
     assert_eq!(payments.config.clusters.len(), 1);
 
     // What a sidecar receives reads back to the same config.

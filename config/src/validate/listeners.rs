@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Cx, Names, addr, elements, join, name_text, rate_limit, routes, value};
 use crate::defaults::{self, ranges};
 use crate::model;
-use crate::raw::{self, ListenerProtocol, Pos};
+use crate::raw::{self, Item, ListenerProtocol, Pos};
 
 /// The cluster (and route) name of HTTP passed through to an original destination, in
 /// metrics and the access log.
@@ -307,7 +307,18 @@ fn http(cx: &Cx, raw: &raw::Listener, pos: Pos, path: &str) -> Option<model::Lis
         cx.report(cluster.pos, &join(path, "cluster"), msg);
     }
     not_detecting(cx, raw, path, "an http listener");
-    let why = " (an http listener needs at least one route)";
+    // A transparent listener passes on whatever is not for the mesh: it may have no routes
+    // (a sidecar whose workload calls no meshed service still gets its calls out).
+    let transparent = value(&raw.transparent).is_some_and(|(t, _)| *t);
+    let no_routes = raw
+        .routes
+        .as_ref()
+        .and_then(Item::get)
+        .is_none_or(Vec::is_empty);
+    if transparent && no_routes {
+        return Some(model::ListenerKind::Http { routes: Vec::new() });
+    }
+    let why = " (an http listener needs at least one route, unless it is transparent)";
     let list = cx.required(&raw.routes, pos, path, "routes", why)?;
     let routes = routes::routes(cx, list, &join(path, "routes"), "http")?;
     Some(model::ListenerKind::Http { routes })

@@ -311,6 +311,24 @@ fn pod_a_calls_pod_b_by_ip_in_plaintext_and_it_crosses_as_mtls_under_bs_policy()
         before,
         "the excluded port went through no sidecar"
     );
+    // B's app calls nobody in the mesh, yet its calls out of the pod are captured too: its
+    // sidecar's outbound listener (with no route) passes them on. Without it they would be
+    // refused at 15001.
+    let out = b.curl_as(
+        1000,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{}:15010/", ip(3)),
+        ],
+    );
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(
+        code, "000",
+        "B's app reached the control plane's port through its sidecar"
+    );
     // From outside the pod (the control plane's namespace, which has no capture rules): the
     // status port answers probes, and nothing else; the admin port is not there at all.
     let from_outside =

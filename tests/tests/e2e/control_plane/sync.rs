@@ -46,7 +46,10 @@ async fn three_sidecars_get_their_config_and_route_to_each_other() {
     let reply = get_host(web.listener("outbound"), "db", "/").await.unwrap();
     assert_eq!(reply.status, 404, "web does not call db: {reply:?}");
     assert_eq!(shop.db.requests(), 1);
-    assert_eq!(db.try_listener("outbound"), None, "db calls nobody");
+    // db calls nobody: its outbound listener has no route (it only passes on what iptables
+    // would capture), so a call made to it directly is 404.
+    let reply = get_host(db.listener("outbound"), "api", "/").await.unwrap();
+    assert_eq!(reply.status, 404, "db calls nobody: {reply:?}");
     assert_eq!(db.listener("inbound"), shop.inbound[2]);
 
     let m = cp.metrics();
@@ -248,9 +251,20 @@ async fn a_version_a_sidecar_cannot_bind_is_nacked_with_the_reason() {
     );
     let cp = ControlPlaneProcess::start(dir.path());
     let v1 = cp.version();
-    let peer = Sidecar::start(&cp.url(), "peer-1", "peer", &["--namespace", "shop"]);
+    let any_outbound = ["--outbound", "127.0.0.1:0"];
+    let peer = Sidecar::start(
+        &cp.url(),
+        "peer-1",
+        "peer",
+        &["--namespace", "shop", any_outbound[0], any_outbound[1]],
+    );
     // No --inbound: it binds where the mesh says.
-    let mut sidecar = Sidecar::spawn(&cp.url(), "solo-1", "solo", &["--namespace", "shop"]);
+    let mut sidecar = Sidecar::spawn(
+        &cp.url(),
+        "solo-1",
+        "solo",
+        &["--namespace", "shop", any_outbound[0], any_outbound[1]],
+    );
 
     let status = cp.wait_status("solo-1 NACKED", CONVERGE_TIMEOUT, |s| {
         sidecars(s)
