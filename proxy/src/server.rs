@@ -652,17 +652,18 @@ async fn serve_connection(
         true => redirected_to(&stream),
         false => None,
     };
-    // The port the client connected to: the original destination's, when redirected.
-    let dialled = |stream: &tokio::net::TcpStream| {
-        redirected
+    // The port the client connected to (the original destination's, when redirected), where
+    // opaque ports or authorization rules (which may name ports) need it.
+    let dialled = match !rt.opaque_ports.is_empty() || rt.normalize_paths {
+        true => redirected
             .or_else(|| stream.local_addr().ok())
-            .map(|a| a.port())
+            .map(|a| a.port()),
+        false => None,
     };
-    let opaque = !rt.opaque_ports.is_empty() && dialled(&stream).is_some_and(|p| rt.is_opaque(p));
+    let opaque = dialled.is_some_and(|p| rt.is_opaque(p));
     if rt.normalize_paths
-        && let Some(port) = dialled(&stream)
+        && let Some(port) = dialled
     {
-        // Authorization rules may name ports.
         let _ = ctx.port.set(port);
     }
     if rt.transparent

@@ -104,21 +104,24 @@ pub fn global() -> &'static TlsState {
     STATE.get_or_init(TlsState::new)
 }
 
+/// The roots in `pem` (`what` names it in errors); at least one.
+fn root_store(pem: &str, what: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("{what}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{what}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{what} holds no certificate"));
+    }
+    Ok(roots)
+}
+
 /// A client config for the control plane's TLS listener: the server's certificate must chain
 /// to one of `roots_pem` (the mesh's root, PEM) for the name dialled; ALPN h2; no client
 /// certificate (the sidecar proves who it is with its token, inside).
 pub fn control_plane_client(roots_pem: &str) -> Result<Arc<ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("the control plane's CA: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("the control plane's CA: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("the control plane's CA holds no certificate".into());
-    }
+    let roots = root_store(roots_pem, "the control plane's CA")?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
@@ -210,14 +213,7 @@ impl TlsState {
 
     /// Replaces the roots the mesh trusts (several during a root rollover).
     pub fn set_bundle(&self, bundle_pem: &str) -> Result<usize, String> {
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(bundle_pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("trust bundle: {e}"))?;
-            roots.add(cert).map_err(|e| format!("trust bundle: {e}"))?;
-        }
-        if roots.is_empty() {
-            return Err("the trust bundle holds no certificate".into());
-        }
+        let roots = root_store(bundle_pem, "the trust bundle")?;
         let n = roots.len();
         self.store.roots.store(Arc::new(roots));
         Ok(n)

@@ -77,24 +77,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 "#;
-    ports
-        .iter()
-        .map(|port| {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns.0,
-                    "/usr/bin/python3",
-                    "-c",
-                    SERVER,
-                    addr,
-                ])
-                .arg(port.to_string())
-                .spawn()
-                .expect("python3 for the world's servers")
-        })
-        .collect()
+    python_per_port(ns, SERVER, addr, ports)
 }
 
 /// Waits until the world's HTTP servers on `ports` answer.
@@ -269,22 +252,19 @@ class H(socketserver.BaseRequestHandler):
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 "#;
+    python_per_port(ns, SERVER, addr, ports)
+}
+
+/// `script` (Python, taking ADDR PORT) in `ns`, once per port of `ports`.
+fn python_per_port(ns: &Netns, script: &str, addr: &str, ports: &[u16]) -> Vec<Child> {
     ports
         .iter()
         .map(|port| {
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns.0,
-                    "/usr/bin/python3",
-                    "-c",
-                    SERVER,
-                    addr,
-                ])
-                .arg(port.to_string())
-                .spawn()
-                .expect("python3 for the greeters")
+            ns.spawn_as(
+                0,
+                "/usr/bin/python3",
+                &["-c", script, addr, &port.to_string()],
+            )
         })
         .collect()
 }
