@@ -407,6 +407,33 @@ macro_rules! signature_checks {
     };
 }
 
+/// For tests only: what a client that trusts any server needs, to see what a sidecar's server
+/// side accepts of certificates made on purpose.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::*;
+    use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
+    use rustls_pki_types::{ServerName, UnixTime};
+
+    /// Trusts any server certificate (handshake signatures are still checked).
+    #[derive(Debug)]
+    pub struct AnyServer;
+
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        signature_checks!();
+    }
+}
+
 /// The workload certificate for both sides of a handshake.
 #[derive(Debug)]
 struct Resolver(Arc<Store>);

@@ -108,26 +108,11 @@ fn raw_client(chain: &str, key: PrivateKeyDer<'static>) -> Arc<ClientConfig> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
-    #[derive(Debug)]
-    struct AnyServer;
-    impl ServerCertVerifier for AnyServer {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        signature_checks!();
-    }
     let c = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer))
+        .with_custom_certificate_verifier(Arc::new(super::testing::AnyServer))
         .with_client_auth_cert(certs, key)
         .unwrap();
     Arc::new(c)
